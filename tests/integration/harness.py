@@ -1,0 +1,584 @@
+"""Helpers that drive the real ringechod binary over real loopback sockets.
+
+Standard library only.  Every wait has a timeout and fails with the daemon's
+captured log; nothing sleeps and hopes.  A test class that starts daemons
+through DaemonTestCase.start() gets them killed on teardown whatever happens.
+"""
+
+import errno
+import hashlib
+import os
+import random
+import re
+import resource
+import selectors
+import signal
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+import unittest
+
+DEFAULT_BINARY = "/work/main/build/src/ringechod"
+
+# Exit codes from the interface contract (sysexits.h).
+EX_OK = 0
+EX_USAGE = 64
+EX_UNAVAILABLE = 69
+EX_CONFIG = 78
+
+# Generous: the suite must pass under ASan on a loaded two-core machine.
+START_TIMEOUT = 30.0
+STOP_TIMEOUT = 30.0
+IO_TIMEOUT = 60.0
+
+LISTEN_RE = re.compile(r"^<5>listening on (\[[0-9a-fA-F:.]+\]|[0-9.]+):(\d+)\s*$")
+READY_RE = re.compile(r"^<5>ready")
+
+
+def binary():
+    """Path of the daemon under test (env RINGECHOD, else the default build)."""
+    return os.environ.get("RINGECHOD") or DEFAULT_BINARY
+
+
+def no_uring_wrapper():
+    """Path of the seccomp wrapper that makes io_uring_setup fail, or None."""
+    path = os.environ.get("RINGECHO_NO_URING")
+    if path and os.access(path, os.X_OK):
+        return path
+    return None
+
+
+def require_binary():
+    """Skip the whole module run (ctest exit 77) when there is no binary."""
+    if not os.access(binary(), os.X_OK):
+        raise unittest.SkipTest("ringechod binary not found: %s" % binary())
+
+
+def raise_nofile_limit():
+    """Raise this process's RLIMIT_NOFILE soft limit to its hard limit."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY:
+        hard = 1 << 20
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+
+
+def free_port(host="127.0.0.1"):
+    """A port that was free a moment ago (for configs that must name a port)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+# --------------------------------------------------------------------------
+# Config files
+
+
+def _conf_value(value):
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_conf_value(v) for v in value) + "]"
+    if isinstance(value, str):
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    raise TypeError("cannot write %r in a config file" % (value,))
+
+
+def config_text(settings):
+    """libconfig text with one `key = value;` per line, in dict order."""
+    return "".join("%s = %s;\n" % (k, _conf_value(v)) for k, v in settings.items())
+
+
+def write_config(settings, path=None, directory=None):
+    """Write settings (dict) or raw text (str) to a config file; return its path."""
+    text = settings if isinstance(settings, str) else config_text(settings)
+    if path is None:
+        fd, path = tempfile.mkstemp(prefix="ringechod-", suffix=".conf", dir=directory)
+        os.close(fd)
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)  # a reload never sees a half-written file
+    return path
+
+
+# --------------------------------------------------------------------------
+# Running the daemon
+
+
+def run_daemon(args, timeout=START_TIMEOUT, wrapper=None, preexec_fn=None):
+    """Run the daemon to completion (for -t, -V, config errors); CompletedProcess."""
+    cmd = ([wrapper] if wrapper else []) + [binary()] + list(args)
+    try:
+        return subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True,
+                              timeout=timeout, text=True, errors="replace",
+                              preexec_fn=preexec_fn)
+    except subprocess.TimeoutExpired as e:
+        raise AssertionError("%s did not exit within %.0f s; stderr:\n%s"
+                             % (cmd, timeout, e.stderr)) from None
+
+
+class Daemon:
+    """One running ringechod, its log drained into memory by a thread."""
+
+    def __init__(self, config=None, args=(), port=0, host="127.0.0.1",
+                 preexec_fn=None, wrapper=None, conf_path=None):
+        settings = {"listen": ["%s:%d" % (host, port)]}
+        settings.update(config or {})
+        self.settings = settings
+        self.conf = write_config(settings, path=conf_path)
+        self.cmd = ([wrapper] if wrapper else []) + [binary(), "-c", self.conf] + list(args)
+        self.lines = []
+        self.stdout = []
+        self.cond = threading.Condition()
+        self.eof = False
+        self.listeners = []  # (host, port) in log order
+        self.returncode = None
+        self.proc = subprocess.Popen(self.cmd, stdin=subprocess.DEVNULL,
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                     preexec_fn=preexec_fn)
+        self.pid = self.proc.pid
+        self._threads = [
+            threading.Thread(target=self._drain, args=(self.proc.stderr, True), daemon=True),
+            threading.Thread(target=self._drain, args=(self.proc.stdout, False), daemon=True),
+        ]
+        for t in self._threads:
+            t.start()
+
+    # -- log ---------------------------------------------------------------
+
+    def _drain(self, pipe, is_log):
+        for raw in iter(pipe.readline, b""):
+            line = raw.decode("utf-8", "replace").rstrip("\n")
+            with self.cond:
+                (self.lines if is_log else self.stdout).append(line)
+                self.cond.notify_all()
+        with self.cond:
+            if is_log:
+                self.eof = True
+            self.cond.notify_all()
+
+    def log_text(self):
+        with self.cond:
+            return "\n".join(self.lines)
+
+    def log_mark(self):
+        """Index to pass as `start` to wait_log so only later lines count."""
+        with self.cond:
+            return len(self.lines)
+
+    def fail(self, message):
+        raise AssertionError("%s\n--- ringechod log (%s) ---\n%s"
+                             % (message, " ".join(self.cmd), self.log_text()))
+
+    def find_log(self, regex, start=0):
+        """Matches of regex among the lines captured so far (from `start`)."""
+        rx = re.compile(regex)
+        with self.cond:
+            return [m for m in (rx.search(l) for l in self.lines[start:]) if m]
+
+    def wait_log(self, regex, timeout=IO_TIMEOUT, start=0):
+        """Wait for a log line matching regex (from line index `start`); the match."""
+        rx = re.compile(regex)
+        deadline = time.monotonic() + timeout
+        i = start
+        with self.cond:
+            while True:
+                while i < len(self.lines):
+                    m = rx.search(self.lines[i])
+                    if m:
+                        return m
+                    i += 1
+                if self.eof:
+                    break
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                self.cond.wait(min(left, 0.5))
+        self.fail("no log line matching %r within %.0f s (exited: %s)"
+                  % (regex, timeout, self.proc.poll()))
+
+    def wait_ready(self, timeout=START_TIMEOUT):
+        """Wait for the ready line; learn the listening ports; return self."""
+        self.wait_log(READY_RE.pattern, timeout)
+        with self.cond:
+            for line in self.lines:
+                m = LISTEN_RE.match(line)
+                if m:
+                    self.listeners.append((m.group(1).strip("[]"), int(m.group(2))))
+                if READY_RE.match(line):
+                    break
+        if not self.listeners:
+            self.fail("ready without any 'listening on' line")
+        return self
+
+    @property
+    def port(self):
+        return self.listeners[0][1]
+
+    @property
+    def addr(self):
+        return self.listeners[0]
+
+    # -- process -------------------------------------------------------------
+
+    def send_signal(self, sig):
+        if self.proc.poll() is None:
+            os.kill(self.pid, sig)
+
+    def wait_exit(self, timeout=STOP_TIMEOUT):
+        """Wait for the process to exit; return its exit code (negative: signal)."""
+        try:
+            self.returncode = self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.fail("daemon still running %.0f s later" % timeout)
+        for t in self._threads:
+            t.join(10)
+        return self.returncode
+
+    def stop(self, sig=signal.SIGTERM, timeout=STOP_TIMEOUT):
+        """Send sig (SIGTERM) and return the exit code."""
+        self.send_signal(sig)
+        return self.wait_exit(timeout)
+
+    def kill(self):
+        if self.proc.poll() is None:
+            self.proc.kill()
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            pass
+        for t in self._threads:
+            t.join(5)
+        for pipe in (self.proc.stdout, self.proc.stderr):
+            try:
+                pipe.close()
+            except OSError:
+                pass
+
+    def cleanup(self):
+        self.kill()
+        try:
+            os.unlink(self.conf)
+        except OSError:
+            pass
+
+    def running(self):
+        return self.proc.poll() is None
+
+    def assert_running(self):
+        if not self.running():
+            self.fail("daemon exited with %s" % self.proc.returncode)
+
+    # -- /proc -------------------------------------------------------------------
+
+    def rss(self):
+        return proc_rss(self.pid)
+
+    def fd_count(self):
+        return proc_fd_count(self.pid)
+
+    def cpu_seconds(self):
+        return proc_cpu_seconds(self.pid)
+
+    def wait_fd_count(self, expected, timeout=IO_TIMEOUT):
+        """Poll until the daemon holds exactly `expected` fds; fail with the last count."""
+        deadline = time.monotonic() + timeout
+        while True:
+            n = self.fd_count()
+            if n == expected:
+                return n
+            if time.monotonic() > deadline:
+                self.fail("daemon holds %d fds, expected %d (fds: %s)"
+                          % (n, expected, describe_fds(self.pid)))
+            time.sleep(0.05)
+
+    # -- clients -----------------------------------------------------------------
+
+    def connect(self, index=0, timeout=IO_TIMEOUT, source=None):
+        host, port = self.listeners[index]
+        return connect(host, port, timeout=timeout, source=source)
+
+    def stats(self, timeout=IO_TIMEOUT):
+        """Send SIGUSR1 and return the counters of the stats line it logs."""
+        mark = self.log_mark()
+        self.send_signal(signal.SIGUSR1)
+        m = self.wait_log(r"^<6>stats: (.*)$", timeout, start=mark)
+        return {k: int(v) for k, v in re.findall(r"(\w+)=(\d+)", m.group(1))}
+
+
+def proc_rss(pid):
+    """Resident set size of pid in bytes."""
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    raise AssertionError("no VmRSS for pid %d" % pid)
+
+
+def proc_fd_count(pid):
+    return len(os.listdir("/proc/%d/fd" % pid))
+
+
+def describe_fds(pid):
+    out = []
+    for name in sorted(os.listdir("/proc/%d/fd" % pid), key=int):
+        try:
+            out.append("%s->%s" % (name, os.readlink("/proc/%d/fd/%s" % (pid, name))))
+        except OSError:
+            pass
+    if len(out) > 40:
+        out = out[:20] + ["..."] + out[-20:]
+    return ", ".join(out)
+
+
+def proc_cpu_seconds(pid):
+    """utime + stime of pid, in seconds."""
+    with open("/proc/%d/stat" % pid) as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    # fields[0] is the state (field 3); utime, stime are fields 14 and 15.
+    ticks = int(fields[11]) + int(fields[12])
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+# --------------------------------------------------------------------------
+# Client side
+
+
+def connect(host, port, timeout=IO_TIMEOUT, source=None):
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    s = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        if source is not None:
+            s.bind((source, 0))
+        s.settimeout(timeout)
+        s.connect((host, port))
+    except BaseException:
+        s.close()
+        raise
+    return s
+
+
+def recv_exact(sock, n, timeout=IO_TIMEOUT):
+    """Read exactly n bytes; fail on EOF or timeout."""
+    sock.settimeout(timeout)
+    chunks = []
+    got = 0
+    while got < n:
+        try:
+            b = sock.recv(min(n - got, 1 << 20))
+        except socket.timeout:
+            raise AssertionError("timed out after %d of %d bytes" % (got, n)) from None
+        if not b:
+            raise AssertionError("EOF after %d of %d bytes" % (got, n))
+        chunks.append(b)
+        got += len(b)
+    return b"".join(chunks)
+
+
+def recv_until_eof(sock, timeout=IO_TIMEOUT, limit=1 << 30):
+    """Read until EOF (a clean FIN); an RST raises ConnectionResetError."""
+    sock.settimeout(timeout)
+    chunks = []
+    got = 0
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            b = sock.recv(1 << 20)
+        except socket.timeout:
+            raise AssertionError("no EOF after %d bytes within %.0f s" % (got, timeout)) from None
+        if not b:
+            return b"".join(chunks)
+        chunks.append(b)
+        got += len(b)
+        if got > limit or time.monotonic() > deadline:
+            raise AssertionError("no EOF after %d bytes" % got)
+
+
+def expect_eof(sock, timeout=IO_TIMEOUT):
+    """Assert the peer closes cleanly with no data: recv returns b''."""
+    data = recv_until_eof(sock, timeout)
+    if data:
+        raise AssertionError("expected EOF, got %d bytes first: %r" % (len(data), data[:64]))
+
+
+def set_linger_reset(sock):
+    """close() will then send an RST instead of a FIN."""
+    import struct
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+
+
+def echo_roundtrip(sock, data, timeout=IO_TIMEOUT):
+    """Send data and read the same number of bytes back, concurrently; return them.
+
+    Concurrent so a payload larger than the socket buffers cannot deadlock.
+    """
+    return duplex([sock], [data], timeout=timeout)[0]
+
+
+def duplex(socks, payloads, timeout=IO_TIMEOUT, chunk=65536, half_close=False,
+           rng=None):
+    """Send payloads[i] on socks[i] while reading the echo, all at once.
+
+    Returns the bytes read on each socket: len(payload) bytes, or, with
+    half_close, everything until EOF after shutdown(SHUT_WR).  chunk bounds
+    one send; with rng, each send's size is random in 1..chunk.
+    """
+    sel = selectors.DefaultSelector()
+    state = []
+    for i, (s, p) in enumerate(zip(socks, payloads)):
+        s.setblocking(False)
+        st = {"i": i, "sock": s, "data": memoryview(p), "sent": 0,
+              "buf": bytearray(), "eof": False, "shut": False}
+        state.append(st)
+        sel.register(s, selectors.EVENT_READ | selectors.EVENT_WRITE, st)
+    pending = len(state)
+    deadline = time.monotonic() + timeout
+    try:
+        while pending:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise AssertionError("duplex timed out: %s" % _progress(state))
+            for key, ev in sel.select(min(left, 1.0)):
+                st = key.data
+                if ev & selectors.EVENT_WRITE:
+                    _duplex_send(st, chunk, rng, half_close, sel)
+                if ev & selectors.EVENT_READ:
+                    if _duplex_recv(st, half_close, sel):
+                        pending -= 1
+    finally:
+        sel.close()
+        for s in socks:
+            s.setblocking(True)
+    return [bytes(st["buf"]) for st in state]
+
+
+def _progress(state):
+    bad = [st for st in state if not st["eof"]][:5]
+    return "; ".join("conn %d sent %d/%d recv %d" % (st["i"], st["sent"], len(st["data"]),
+                                                     len(st["buf"])) for st in bad)
+
+
+def _duplex_send(st, chunk, rng, half_close, sel):
+    s, data = st["sock"], st["data"]
+    if st["sent"] < len(data):
+        n = rng.randint(1, chunk) if rng else chunk
+        try:
+            st["sent"] += s.send(data[st["sent"]:st["sent"] + n])
+        except BlockingIOError:
+            pass
+    if st["sent"] == len(data):
+        if half_close and not st["shut"]:
+            s.shutdown(socket.SHUT_WR)
+            st["shut"] = True
+        if not st["eof"]:
+            sel.modify(s, selectors.EVENT_READ, st)
+
+
+def _duplex_recv(st, half_close, sel):
+    """Read what is there; True once this connection is complete."""
+    s = st["sock"]
+    try:
+        b = s.recv(1 << 18)
+    except BlockingIOError:
+        return False
+    except ConnectionResetError:
+        raise AssertionError("conn %d reset by the daemon after %d bytes echoed"
+                             % (st["i"], len(st["buf"]))) from None
+    if not b:
+        if not half_close:
+            raise AssertionError("conn %d: unexpected EOF after %d of %d bytes"
+                                 % (st["i"], len(st["buf"]), len(st["data"])))
+        st["eof"] = True
+        sel.unregister(s)
+        return True
+    st["buf"] += b
+    if len(st["buf"]) > len(st["data"]):
+        raise AssertionError("conn %d: %d bytes echoed but only %d sent"
+                             % (st["i"], len(st["buf"]), len(st["data"])))
+    if not half_close and len(st["buf"]) == len(st["data"]):
+        st["eof"] = True
+        sel.unregister(s)
+        return True
+    return False
+
+
+def random_bytes(n, seed):
+    """n reproducible pseudo-random bytes."""
+    return random.Random(seed).randbytes(n)
+
+
+def assert_same(testcase, got, expected, what="echo"):
+    """Compare two byte strings, reporting the first difference instead of a dump."""
+    if got == expected:
+        return
+    n = min(len(got), len(expected))
+    first = next((i for i in range(n) if got[i] != expected[i]), n)
+    testcase.fail("%s differs: got %d bytes, expected %d, first difference at offset %d "
+                  "(got %r, expected %r)" % (what, len(got), len(expected), first,
+                                              got[first:first + 16], expected[first:first + 16]))
+
+
+def sha256(b):
+    return hashlib.sha256(b).hexdigest()
+
+
+def connection_refused(host, port, timeout=5.0):
+    """True if connecting to host:port is refused right now."""
+    try:
+        s = connect(host, port, timeout=timeout)
+    except ConnectionRefusedError:
+        return True
+    s.close()
+    return False
+
+
+def wait_refused(host, port, timeout=IO_TIMEOUT):
+    """Poll until host:port refuses connections; False if it never does."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if connection_refused(host, port):
+            return True
+        time.sleep(0.05)
+    return False
+
+
+class DaemonTestCase(unittest.TestCase):
+    """Base class: start() daemons that are always killed on teardown."""
+
+    @classmethod
+    def setUpClass(cls):
+        require_binary()
+        raise_nofile_limit()
+
+    def start(self, config=None, args=(), ready=True, **kw):
+        d = Daemon(config, args, **kw)
+        self.addCleanup(d.cleanup)
+        if ready:
+            d.wait_ready()
+        return d
+
+    def client(self, daemon, index=0, source=None):
+        s = daemon.connect(index, source=source)
+        self.addCleanup(s.close)
+        return s
+
+    def assert_echo(self, sock, data, daemon=None):
+        try:
+            got = echo_roundtrip(sock, data)
+        except AssertionError as e:
+            if daemon:
+                daemon.fail(str(e))
+            raise
+        assert_same(self, got, data)
+
+    def assert_exit(self, daemon, code, sig=signal.SIGTERM, timeout=STOP_TIMEOUT):
+        rc = daemon.stop(sig, timeout)
+        if rc != code:
+            daemon.fail("exit code %s, expected %s" % (rc, code))
