@@ -1,0 +1,121 @@
+// SPDX-License-Identifier: MIT
+/* echo-bench's output: a short text report, or one JSON object. */
+#include "echo-bench.h"
+
+#include <stdio.h>
+
+static const char *const mode_names[] = {"pingpong", "pipelined", "hold"};
+
+struct figures {
+	double secs, rate, client_cpu;
+	double srv_user, srv_sys, srv_tasks, srv_cpu;
+	uint64_t p50, p90, p99, p999, mean;
+};
+
+static void compute(const struct bench *b, struct figures *f)
+{
+	const struct window *w = &b->win;
+	const struct hist *h = &b->hist;
+
+	f->secs = (double)(w->t1 - w->t0) / 1e9;
+	f->rate = f->secs > 0 ? (double)w->msgs / f->secs : 0;
+	f->client_cpu = w->client_cpu1 - w->client_cpu0;
+	f->srv_user = w->srv1.user_s - w->srv0.user_s;
+	f->srv_sys = w->srv1.sys_s - w->srv0.sys_s;
+	f->srv_tasks = w->srv1.tasks_s - w->srv0.tasks_s;
+	f->srv_cpu = f->srv_user + f->srv_sys;
+	f->p50 = hist_quantile(h, 0.50);
+	f->p90 = hist_quantile(h, 0.90);
+	f->p99 = hist_quantile(h, 0.99);
+	f->p999 = hist_quantile(h, 0.999);
+	f->mean = h->count ? h->sum / h->count : 0;
+}
+
+static void print_text(const struct bench *b, const struct figures *f)
+{
+	const struct opts *o = &b->o;
+
+	printf("%s: %u connections, %u B messages, depth %u, %.2f s measured\n",
+	       mode_names[o->mode], o->conns, o->size, o->depth, f->secs);
+	printf("  messages: %llu (%.0f msg/s, %.1f MB/s)\n",
+	       (unsigned long long)b->win.msgs, f->rate, f->rate * o->size / 1e6);
+	printf("  latency:  p50 %.1f us, p90 %.1f us, p99 %.1f us, p99.9 %.1f us, "
+	       "max %.1f us, mean %.1f us\n",
+	       f->p50 / 1e3, f->p90 / 1e3, f->p99 / 1e3, f->p999 / 1e3, b->hist.max / 1e3,
+	       f->mean / 1e3);
+	printf("  client:   CPU %.2f s (%.0f %% of a core)\n", f->client_cpu,
+	       f->secs > 0 ? 100 * f->client_cpu / f->secs : 0);
+	if (!b->win.srv_ok)
+		return;
+	printf("  server:   CPU %.2f s (user %.2f + sys %.2f), %d threads, %.2f us/msg, "
+	       "%.0f msg/CPU-s\n",
+	       f->srv_cpu, f->srv_user, f->srv_sys, b->win.srv1.tasks,
+	       b->win.msgs ? 1e6 * f->srv_cpu / (double)b->win.msgs : 0,
+	       f->srv_cpu > 0 ? (double)b->win.msgs / f->srv_cpu : 0);
+}
+
+static void print_server_json(const struct bench *b, const struct figures *f)
+{
+	if (!b->win.srv_ok) {
+		printf("\"server\":null");
+		return;
+	}
+	printf("\"server\":{\"pid\":%d,\"user_s\":%.3f,\"sys_s\":%.3f,\"cpu_s\":%.3f,"
+	       "\"tasks_cpu_s\":%.3f,\"threads\":%u,\"cpu_ns_per_msg\":%.1f,"
+	       "\"msgs_per_cpu_s\":%.1f}",
+	       b->o.server_pid, f->srv_user, f->srv_sys, f->srv_cpu, f->srv_tasks,
+	       b->win.srv1.tasks,
+	       b->win.msgs ? 1e9 * f->srv_cpu / (double)b->win.msgs : 0,
+	       f->srv_cpu > 0 ? (double)b->win.msgs / f->srv_cpu : 0);
+}
+
+static void print_json(const struct bench *b, const struct figures *f)
+{
+	const struct opts *o = &b->o;
+
+	printf(
+	    "{\"mode\":\"%s\",\"connections\":%u,\"size\":%u,\"depth\":%u,\"sources\":%u,"
+	    "\"window_s\":%.4f,\"messages\":%llu,\"msgs_per_s\":%.1f,\"bytes_per_s\":%."
+	    "1f,",
+	    mode_names[o->mode], o->conns, o->size, o->depth, o->sources, f->secs,
+	    (unsigned long long)b->win.msgs, f->rate, f->rate * o->size);
+	printf("\"latency_ns\":{\"p50\":%llu,\"p90\":%llu,\"p99\":%llu,\"p999\":%llu,"
+	       "\"max\":%llu,\"mean\":%llu,\"count\":%llu},",
+	       (unsigned long long)f->p50, (unsigned long long)f->p90,
+	       (unsigned long long)f->p99, (unsigned long long)f->p999,
+	       (unsigned long long)b->hist.max, (unsigned long long)f->mean,
+	       (unsigned long long)b->hist.count);
+	printf("\"client_cpu_s\":%.3f,", f->client_cpu);
+	print_server_json(b, f);
+	printf("}\n");
+}
+
+static void print_hold(const struct bench *b)
+{
+	double secs = (double)(b->connect_t1 - b->connect_t0) / 1e9;
+
+	if (b->o.json)
+		printf("{\"mode\":\"hold\",\"connections\":%u,\"held\":%u,\"size\":%u,"
+		       "\"sources\":%u,\"connect_s\":%.3f}\n",
+		       b->o.conns, b->settled, b->o.size, b->o.sources, secs);
+	else if (!b->o.quiet)
+		printf("hold: %u of %u connections held (connected in %.2f s)\n",
+		       b->settled, b->o.conns, secs);
+}
+
+void report_print(const struct bench *b)
+{
+	struct figures f;
+
+	if (b->o.mode == MODE_HOLD) {
+		print_hold(b);
+		fflush(stdout);
+		return;
+	}
+	compute(b, &f);
+	if (b->o.json)
+		print_json(b, &f);
+	else if (!b->o.quiet)
+		print_text(b, &f);
+	fflush(stdout);
+}

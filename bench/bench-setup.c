@@ -1,0 +1,298 @@
+// SPDX-License-Identifier: MIT
+/* echo-bench's command line and the set-up that follows from it. */
+#define _GNU_SOURCE /* accept4, IP_BIND_ADDRESS_NO_PORT */
+#include "echo-bench.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#define DEPTH_DEFAULT	      16
+#define HOLD_SIZE_DEFAULT     16
+#define CONNECT_BATCH_DEFAULT 256 /* connects in flight: under the server's backlog */
+#define FD_SPARE	      64  /* epoll, stdio, perf FIFOs, /proc reads */
+#define SIZE_MAX_MSG	      (64U << 20)
+
+static const char usage_text[] =
+    "usage: echo-bench -t HOST:PORT [options]\n"
+    "  -t, --target HOST:PORT   server address (IPv4)\n"
+    "  -m, --mode MODE          pingpong (default), pipelined or hold\n"
+    "  -c, --connections N      connections (default 1)\n"
+    "  -s, --size BYTES         message size (default 512; hold: 16, 0 = no echo)\n"
+    "  -D, --depth N            messages in flight per connection, pipelined (16)\n"
+    "  -d, --duration SEC       measured window (default 5); with -n: time limit\n"
+    "  -w, --warmup SEC         load before the window opens (default 1)\n"
+    "  -n, --count N            send N messages per connection, measure all of them\n"
+    "  -S, --sources N          spread connections over 127.0.0.1..127.0.0.N\n"
+    "      --connect-batch N    connects in flight at once (default 256)\n"
+    "      --server-pid PID     report PID's CPU time over the window (/proc)\n"
+    "      --perf-ctl CTL,ACK   enable/disable a 'perf stat -D -1 --control\n"
+    "                           fifo:CTL,ACK' at the window's edges\n"
+    "      --json               one JSON object on stdout\n"
+    "      --progress           a line per second on stderr\n"
+    "  -q, --quiet              no text report\n"
+    "exit: 0 ok, 2 echo mismatch, 3 connection failed, 1 other error, 64 usage\n";
+
+static void usage_error(const char *fmt, ...)
+    __attribute__((format(printf, 1, 2), noreturn));
+
+static void usage_error(const char *fmt, ...)
+{
+	va_list ap;
+
+	fputs("echo-bench: ", stderr);
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fputc('\n', stderr);
+	fputs(usage_text, stderr);
+	exit(EXIT_USAGE);
+}
+
+static unsigned long long parse_uint(const char *s, unsigned long long min,
+				     unsigned long long max)
+{
+	char *end;
+	unsigned long long v;
+
+	errno = 0;
+	v = strtoull(s, &end, 10);
+	if (errno || *end || end == s || *s == '-' || v < min || v > max)
+		usage_error("bad number '%s'", s);
+	return v;
+}
+
+static double parse_seconds(const char *s)
+{
+	char *end;
+	double v = strtod(s, &end);
+
+	if (*end || end == s || !(v >= 0 && v < 1e6))
+		usage_error("bad duration '%s'", s);
+	return v;
+}
+
+static void parse_target(struct sockaddr_in *dst, const char *arg)
+{
+	char host[64];
+	const char *colon = strrchr(arg, ':');
+
+	if (!colon || (size_t)(colon - arg) >= sizeof(host))
+		usage_error("bad target '%s' (expected A.B.C.D:PORT)", arg);
+	memcpy(host, arg, colon - arg);
+	host[colon - arg] = '\0';
+	dst->sin_family = AF_INET;
+	dst->sin_port = htons((uint16_t)parse_uint(colon + 1, 1, 65535));
+	if (inet_pton(AF_INET, host, &dst->sin_addr) != 1)
+		usage_error("bad target '%s' (expected A.B.C.D:PORT)", arg);
+}
+
+static enum mode parse_mode(const char *s)
+{
+	if (!strcmp(s, "pingpong") || !strcmp(s, "ping-pong"))
+		return MODE_PINGPONG;
+	if (!strcmp(s, "pipelined"))
+		return MODE_PIPELINED;
+	if (!strcmp(s, "hold"))
+		return MODE_HOLD;
+	usage_error("unknown mode '%s'", s);
+}
+
+enum long_only {
+	OPT_CONNECT_BATCH = 256,
+	OPT_SERVER_PID,
+	OPT_PERF_CTL,
+	OPT_JSON,
+	OPT_PROGRESS
+};
+
+static const struct option long_opts[] = {
+    {"target", required_argument, NULL, 't'},
+    {"mode", required_argument, NULL, 'm'},
+    {"connections", required_argument, NULL, 'c'},
+    {"size", required_argument, NULL, 's'},
+    {"depth", required_argument, NULL, 'D'},
+    {"duration", required_argument, NULL, 'd'},
+    {"warmup", required_argument, NULL, 'w'},
+    {"count", required_argument, NULL, 'n'},
+    {"sources", required_argument, NULL, 'S'},
+    {"connect-batch", required_argument, NULL, OPT_CONNECT_BATCH},
+    {"server-pid", required_argument, NULL, OPT_SERVER_PID},
+    {"perf-ctl", required_argument, NULL, OPT_PERF_CTL},
+    {"json", no_argument, NULL, OPT_JSON},
+    {"progress", no_argument, NULL, OPT_PROGRESS},
+    {"quiet", no_argument, NULL, 'q'},
+    {"help", no_argument, NULL, 'h'},
+    {0},
+};
+
+/* One option into o; returns false for an unknown one. */
+static bool parse_one(struct opts *o, int opt, const char *arg, long *size)
+{
+	switch (opt) {
+	case 't':
+		parse_target(&o->dst, arg);
+		break;
+	case 'm':
+		o->mode = parse_mode(arg);
+		break;
+	case 'c':
+		o->conns = (unsigned int)parse_uint(arg, 1, 4000000);
+		break;
+	case 's':
+		*size = (long)parse_uint(arg, 0, SIZE_MAX_MSG);
+		break;
+	case 'D':
+		o->depth = (unsigned int)parse_uint(arg, 1, 65536);
+		break;
+	case 'd':
+		o->duration = parse_seconds(arg);
+		break;
+	case 'w':
+		o->warmup = parse_seconds(arg);
+		break;
+	case 'n':
+		o->count = parse_uint(arg, 1, 1ULL << 40);
+		break;
+	case 'S':
+		o->sources = (unsigned int)parse_uint(arg, 1, 254);
+		break;
+	case OPT_CONNECT_BATCH:
+		o->connect_batch = (unsigned int)parse_uint(arg, 1, 1 << 20);
+		break;
+	case OPT_SERVER_PID:
+		o->server_pid = (int)parse_uint(arg, 1, 1 << 30);
+		break;
+	case OPT_PERF_CTL:
+		o->perf_ctl = arg;
+		break;
+	case OPT_JSON:
+		o->json = true;
+		break;
+	case OPT_PROGRESS:
+		o->progress = true;
+		break;
+	case 'q':
+		o->quiet = true;
+		break;
+	default:
+		return false;
+	}
+	return true;
+}
+
+static void opts_finish(struct opts *o, long size)
+{
+	if (!o->dst.sin_port)
+		usage_error("%s", "a target is required (-t HOST:PORT)");
+	if (o->mode == MODE_PINGPONG || o->mode == MODE_HOLD)
+		o->depth = 1;
+	if (size < 0)
+		size = o->mode == MODE_HOLD ? HOLD_SIZE_DEFAULT : 512;
+	if (size == 0 && o->mode != MODE_HOLD)
+		usage_error("%s", "--size 0 is for hold mode only");
+	o->size = (unsigned int)size;
+	if (o->duration <= 0)
+		usage_error("%s", "--duration must be above 0");
+}
+
+void opts_parse(struct bench *b, int argc, char **argv)
+{
+	struct opts *o = &b->o;
+	long size = -1;
+	int opt;
+
+	*o = (struct opts){.conns = 1,
+			   .depth = DEPTH_DEFAULT,
+			   .duration = 5,
+			   .warmup = 1,
+			   .sources = 1,
+			   .connect_batch = CONNECT_BATCH_DEFAULT};
+	while ((opt = getopt_long(argc, argv, "t:m:c:s:D:d:w:n:S:qh", long_opts, NULL)) !=
+	       -1) {
+		if (opt == 'h') {
+			fputs(usage_text, stdout);
+			exit(0);
+		}
+		if (!parse_one(o, opt, optarg, &size))
+			usage_error("%s", "unknown option");
+	}
+	if (optind != argc)
+		usage_error("unexpected argument '%s'", argv[optind]);
+	opts_finish(o, size);
+}
+
+/* Root may lift the hard limit too, up to fs.nr_open. */
+static void raise_nofile(rlim_t need)
+{
+	struct rlimit rl;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) < 0 || rl.rlim_cur >= need)
+		return;
+	rl.rlim_cur = need;
+	if (rl.rlim_max < need)
+		rl.rlim_max = need;
+	if (setrlimit(RLIMIT_NOFILE, &rl) < 0)
+		die(1, "cannot raise the open-file limit to %llu: %s (fs.nr_open?)",
+		    (unsigned long long)need, strerror(errno));
+}
+
+static void open_perf_fifos(struct bench *b)
+{
+	char ctl[4096];
+	char *ack;
+
+	b->perf_ctl_fd = b->perf_ack_fd = -1;
+	if (!b->o.perf_ctl)
+		return;
+	snprintf(ctl, sizeof(ctl), "%s", b->o.perf_ctl);
+	ack = strchr(ctl, ',');
+	if (ack)
+		*ack++ = '\0';
+	/* O_RDWR: a FIFO opened so never blocks, whether perf is up yet or not. */
+	b->perf_ctl_fd = open(ctl, O_RDWR | O_CLOEXEC);
+	if (b->perf_ctl_fd < 0)
+		die(1, "%s: %s", ctl, strerror(errno));
+	if (ack && (b->perf_ack_fd = open(ack, O_RDWR | O_CLOEXEC)) < 0)
+		die(1, "%s: %s", ack, strerror(errno));
+}
+
+void bench_setup(struct bench *b)
+{
+	uint64_t *ts;
+
+	raise_nofile((rlim_t)b->o.conns + FD_SPARE);
+	b->conns = calloc(b->o.conns, sizeof(*b->conns));
+	ts = calloc((size_t)b->o.conns * b->o.depth, sizeof(*ts));
+	b->pattern = malloc(PATTERN_BYTES);
+	b->scratch = malloc(SCRATCH_BYTES);
+	if (!b->conns || !ts || !b->pattern || !b->scratch)
+		die(1, "out of memory");
+	for (unsigned int i = 0; i < b->o.conns; i++)
+		b->conns[i].ts = ts + (size_t)i * b->o.depth;
+	b->epfd = epoll_create1(EPOLL_CLOEXEC);
+	if (b->epfd < 0)
+		die(1, "epoll_create1: %s", strerror(errno));
+	open_perf_fifos(b);
+}
+
+void bench_abort_conns(struct bench *b)
+{
+	struct linger lg = {.l_onoff = 1, .l_linger = 0};
+
+	for (unsigned int i = 0; i < b->o.conns; i++) {
+		if (!b->conns[i].state)
+			continue;
+		setsockopt(b->conns[i].fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+		close(b->conns[i].fd);
+	}
+}

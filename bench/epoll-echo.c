@@ -1,0 +1,469 @@
+// SPDX-License-Identifier: MIT
+/*
+ * epoll-echo: the baseline every ringechod figure is compared to.
+ *
+ * A careful single-threaded epoll echo server, written the way a good epoll
+ * server is written, so that the comparison is honest:
+ *
+ *  - level-triggered: one read per readiness report is enough, since the
+ *    kernel reports the socket again if data is left; an edge-triggered loop
+ *    would have to read until EAGAIN, one wasted syscall per message;
+ *  - one epoll_wait collects up to EVENTS_MAX ready sockets;
+ *  - data read is written back at once with no wait for EPOLLOUT; only a short
+ *    write keeps the remainder in a per-connection buffer and asks for
+ *    EPOLLOUT, so ping-pong costs one read and one write per message;
+ *  - reads go into one shared buffer, so an idle connection costs a small
+ *    struct, not a buffer;
+ *  - backpressure: a client whose unsent echo exceeds max_pending is not read
+ *    until it drains;
+ *  - EMFILE: a reserved descriptor is given up to accept and close the
+ *    connection at once, so the listener is not reported ready forever;
+ *  - TCP_NODELAY on every connection, SIGPIPE ignored, clean exit on
+ *    SIGTERM/SIGINT (so valgrind can write its profile).
+ *
+ * Usage: epoll-echo [-l HOST:PORT | -p PORT] [-b BYTES] [-m BYTES] [-q]
+ */
+#define _GNU_SOURCE /* accept4, IP_BIND_ADDRESS_NO_PORT */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <signal.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#define EVENTS_MAX	   1024
+#define ACCEPTS_PER_WAKEUP 256 /* keep serving clients during a connect storm */
+#define READS_PER_EVENT	   16  /* a full buffer hints at more; cap for fairness */
+#define READ_BUF_DEFAULT   (64 * 1024)
+#define PENDING_DEFAULT	   (256 * 1024) /* as ringechod's max_pending_bytes */
+#define BACKLOG		   4096
+
+struct conn {
+	int fd;
+	uint32_t events; /* the interest set registered with epoll */
+	bool eof;	 /* client half-closed: flush, then close */
+	char *pend;	 /* unsent echo, only after a short write */
+	size_t pend_off, pend_len, pend_cap;
+};
+
+struct server {
+	int epfd;
+	int lfd;
+	int reserve_fd; /* given up to accept-and-close on EMFILE */
+	char *buf;
+	size_t buf_size;
+	size_t max_pending;
+	unsigned long conns;
+	bool quiet;
+};
+
+/* Written by the signal handler only; the loop reads it after EINTR. */
+static volatile sig_atomic_t stop_requested;
+
+static void on_stop_signal(int sig)
+{
+	stop_requested = sig;
+}
+
+static int parse_listen(const char *arg, struct sockaddr_in *sin)
+{
+	char host[64];
+	const char *colon = strrchr(arg, ':');
+	char *end;
+	long port;
+
+	if (!colon || (size_t)(colon - arg) >= sizeof(host))
+		return -EINVAL;
+	memcpy(host, arg, colon - arg);
+	host[colon - arg] = '\0';
+	port = strtol(colon + 1, &end, 10);
+	if (*end || end == colon + 1 || port < 0 || port > 65535)
+		return -EINVAL;
+	memset(sin, 0, sizeof(*sin));
+	sin->sin_family = AF_INET;
+	sin->sin_port = htons((uint16_t)port);
+	if (!host[0] || !strcmp(host, "*"))
+		sin->sin_addr.s_addr = htonl(INADDR_ANY);
+	else if (inet_pton(AF_INET, host, &sin->sin_addr) != 1)
+		return -EINVAL;
+	return 0;
+}
+
+static int listen_on(const struct sockaddr_in *sin)
+{
+	int one = 1;
+	int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+
+	if (fd < 0)
+		return -errno;
+	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+	if (bind(fd, (const struct sockaddr *)sin, sizeof(*sin)) < 0 ||
+	    listen(fd, BACKLOG) < 0) {
+		int err = -errno;
+
+		close(fd);
+		return err;
+	}
+	return fd;
+}
+
+static void print_listening(int lfd)
+{
+	struct sockaddr_in sin;
+	socklen_t len = sizeof(sin);
+	char host[INET_ADDRSTRLEN];
+
+	if (getsockname(lfd, (struct sockaddr *)&sin, &len) < 0)
+		return;
+	inet_ntop(AF_INET, &sin.sin_addr, host, sizeof(host));
+	printf("listening on %s:%u\n", host, ntohs(sin.sin_port));
+	fflush(stdout);
+}
+
+static int set_interest(struct server *srv, struct conn *c, uint32_t events)
+{
+	struct epoll_event ev = {.events = events, .data.ptr = c};
+
+	if (c->events == events)
+		return 0;
+	if (epoll_ctl(srv->epfd, EPOLL_CTL_MOD, c->fd, &ev) < 0)
+		return -errno;
+	c->events = events;
+	return 0;
+}
+
+static void conn_close(struct server *srv, struct conn *c)
+{
+	/* close() also removes the fd from the epoll set: no EPOLL_CTL_DEL. */
+	close(c->fd);
+	free(c->pend);
+	free(c);
+	srv->conns--;
+}
+
+/* Keep bytes the socket did not take; the caller then waits for EPOLLOUT. */
+static int pend_append(struct conn *c, const char *data, size_t len)
+{
+	size_t need = c->pend_len + len;
+
+	if (c->pend_off && c->pend_off == c->pend_len) {
+		c->pend_off = 0;
+		c->pend_len = 0;
+		need = len;
+	}
+	if (need > c->pend_cap) {
+		size_t cap = c->pend_cap ? c->pend_cap : 4096;
+		char *p;
+
+		while (cap < need)
+			cap *= 2;
+		p = realloc(c->pend, cap);
+		if (!p)
+			return -ENOMEM;
+		c->pend = p;
+		c->pend_cap = cap;
+	}
+	memcpy(c->pend + c->pend_len, data, len);
+	c->pend_len += len;
+	return 0;
+}
+
+/* Interest follows state: read unless backlogged or at EOF, write if pending. */
+static int update_interest(struct server *srv, struct conn *c)
+{
+	size_t pending = c->pend_len - c->pend_off;
+	uint32_t ev = 0;
+
+	if (!c->eof && pending < srv->max_pending)
+		ev |= EPOLLIN;
+	if (pending)
+		ev |= EPOLLOUT;
+	return set_interest(srv, c, ev);
+}
+
+/* Returns 0, or -errno when the connection is to be closed. */
+static int echo_out(struct conn *c, const char *data, size_t len)
+{
+	ssize_t n = write(c->fd, data, len);
+
+	if (n < 0) {
+		if (errno != EAGAIN && errno != EINTR)
+			return -errno;
+		n = 0;
+	}
+	if ((size_t)n == len)
+		return 0;
+	return pend_append(c, data + n, len - (size_t)n);
+}
+
+static int flush_pending(struct conn *c)
+{
+	size_t left = c->pend_len - c->pend_off;
+	ssize_t n;
+
+	if (!left)
+		return 0;
+	n = write(c->fd, c->pend + c->pend_off, left);
+	if (n < 0)
+		return errno == EAGAIN || errno == EINTR ? 0 : -errno;
+	c->pend_off += (size_t)n;
+	if (c->pend_off == c->pend_len) {
+		c->pend_off = 0;
+		c->pend_len = 0;
+	}
+	return 0;
+}
+
+static int on_readable(struct server *srv, struct conn *c)
+{
+	for (int i = 0; i < READS_PER_EVENT; i++) {
+		ssize_t n = read(c->fd, srv->buf, srv->buf_size);
+		int err;
+
+		if (n == 0) {
+			c->eof = true;
+			return 0;
+		}
+		if (n < 0)
+			return errno == EAGAIN || errno == EINTR ? 0 : -errno;
+		/* Order: once something is pending, new data queues behind it. */
+		if (c->pend_len > c->pend_off)
+			err = pend_append(c, srv->buf, (size_t)n);
+		else
+			err = echo_out(c, srv->buf, (size_t)n);
+		if (err)
+			return err;
+		if ((size_t)n < srv->buf_size ||
+		    c->pend_len - c->pend_off >= srv->max_pending)
+			return 0;
+	}
+	return 0;
+}
+
+static void on_conn_event(struct server *srv, struct conn *c, uint32_t events)
+{
+	int err = 0;
+
+	if (events & EPOLLOUT)
+		err = flush_pending(c);
+	if (!err && (events & (EPOLLIN | EPOLLHUP | EPOLLERR)) && !c->eof)
+		err = on_readable(srv, c);
+	if (!err && c->eof && c->pend_len == c->pend_off)
+		err = -ECONNABORTED; /* all echoed: done */
+	if (!err)
+		err = update_interest(srv, c);
+	if (err)
+		conn_close(srv, c);
+}
+
+static int conn_add(struct server *srv, int fd)
+{
+	struct conn *c = calloc(1, sizeof(*c));
+	struct epoll_event ev = {.events = EPOLLIN};
+	int one = 1;
+
+	if (!c)
+		return -ENOMEM;
+	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	c->fd = fd;
+	c->events = EPOLLIN;
+	ev.data.ptr = c;
+	if (epoll_ctl(srv->epfd, EPOLL_CTL_ADD, fd, &ev) < 0) {
+		int err = -errno;
+
+		free(c);
+		return err;
+	}
+	srv->conns++;
+	return 0;
+}
+
+/* Out of descriptors: free the reserve to take the connection off the queue. */
+static void shed_connection(struct server *srv)
+{
+	int fd;
+
+	close(srv->reserve_fd);
+	fd = accept(srv->lfd, NULL, NULL);
+	if (fd >= 0)
+		close(fd);
+	srv->reserve_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+	if (!srv->quiet)
+		fprintf(stderr, "accept: out of descriptors; connection refused\n");
+}
+
+static void on_listener(struct server *srv)
+{
+	for (int i = 0; i < ACCEPTS_PER_WAKEUP; i++) {
+		int fd = accept4(srv->lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+
+		if (fd < 0) {
+			if ((errno == EMFILE || errno == ENFILE) &&
+			    srv->reserve_fd >= 0) {
+				shed_connection(srv);
+				continue;
+			}
+			return; /* EAGAIN, or a transient error: wait for the next report
+				 */
+		}
+		if (conn_add(srv, fd) < 0)
+			close(fd);
+	}
+}
+
+static int run_loop(struct server *srv)
+{
+	struct epoll_event *events = calloc(EVENTS_MAX, sizeof(*events));
+
+	if (!events)
+		return -ENOMEM;
+	while (!stop_requested) {
+		int n = epoll_wait(srv->epfd, events, EVENTS_MAX, -1);
+
+		if (n < 0 && errno != EINTR) {
+			free(events);
+			return -errno;
+		}
+		for (int i = 0; i < n; i++) {
+			if (events[i].data.ptr == NULL)
+				on_listener(srv);
+			else
+				on_conn_event(srv, events[i].data.ptr, events[i].events);
+		}
+	}
+	free(events);
+	return 0;
+}
+
+/* Soft limit up to the hard one: the only cap on connections is the admin's. */
+static void raise_nofile(void)
+{
+	struct rlimit rl;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+		rl.rlim_cur = rl.rlim_max;
+		setrlimit(RLIMIT_NOFILE, &rl);
+	}
+}
+
+static void install_signals(void)
+{
+	struct sigaction sa = {.sa_handler = on_stop_signal};
+
+	sigaction(SIGTERM, &sa, NULL); /* no SA_RESTART: epoll_wait returns EINTR */
+	sigaction(SIGINT, &sa, NULL);
+	signal(SIGPIPE, SIG_IGN);
+}
+
+static int server_init(struct server *srv, const struct sockaddr_in *sin)
+{
+	struct epoll_event ev = {.events = EPOLLIN, .data.ptr = NULL};
+
+	srv->buf = malloc(srv->buf_size);
+	if (!srv->buf)
+		return -ENOMEM;
+	srv->lfd = listen_on(sin);
+	if (srv->lfd < 0)
+		return srv->lfd;
+	srv->epfd = epoll_create1(EPOLL_CLOEXEC);
+	if (srv->epfd < 0)
+		return -errno;
+	if (epoll_ctl(srv->epfd, EPOLL_CTL_ADD, srv->lfd, &ev) < 0)
+		return -errno;
+	srv->reserve_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+	return 0;
+}
+
+static void usage(FILE *f)
+{
+	fputs("usage: epoll-echo [-l HOST:PORT | -p PORT] [-b READ_BUF] "
+	      "[-m MAX_PENDING] [-q]\n",
+	      f);
+}
+
+static int parse_size(const char *s, size_t min, size_t *out)
+{
+	char *end;
+	unsigned long long v = strtoull(s, &end, 10);
+
+	if (*end || end == s || v < min || v > (1ULL << 30))
+		return -EINVAL;
+	*out = (size_t)v;
+	return 0;
+}
+
+static int parse_args(int argc, char **argv, struct server *srv, struct sockaddr_in *sin)
+{
+	char port_arg[32];
+	int opt;
+
+	while ((opt = getopt(argc, argv, "l:p:b:m:qh")) != -1) {
+		int err = 0;
+
+		switch (opt) {
+		case 'l':
+			err = parse_listen(optarg, sin);
+			break;
+		case 'p':
+			snprintf(port_arg, sizeof(port_arg), "127.0.0.1:%s", optarg);
+			err = parse_listen(port_arg, sin);
+			break;
+		case 'b':
+			err = parse_size(optarg, 256, &srv->buf_size);
+			break;
+		case 'm':
+			err = parse_size(optarg, 1, &srv->max_pending);
+			break;
+		case 'q':
+			srv->quiet = true;
+			break;
+		case 'h':
+			usage(stdout);
+			exit(0);
+		default:
+			err = -EINVAL;
+		}
+		if (err) {
+			usage(stderr);
+			return err;
+		}
+	}
+	return optind == argc ? 0 : -EINVAL;
+}
+
+int main(int argc, char **argv)
+{
+	struct server srv = {.buf_size = READ_BUF_DEFAULT,
+			     .max_pending = PENDING_DEFAULT};
+	struct sockaddr_in sin;
+	int err;
+
+	parse_listen("127.0.0.1:7777", &sin);
+	if (parse_args(argc, argv, &srv, &sin) < 0)
+		return 64;
+	install_signals();
+	raise_nofile();
+	err = server_init(&srv, &sin);
+	if (err < 0) {
+		fprintf(stderr, "epoll-echo: cannot listen: %s\n", strerror(-err));
+		return 1;
+	}
+	print_listening(srv.lfd);
+	err = run_loop(&srv);
+	if (err < 0)
+		fprintf(stderr, "epoll-echo: epoll_wait: %s\n", strerror(-err));
+	if (!srv.quiet)
+		fprintf(stderr, "epoll-echo: exiting with %lu connections open\n",
+			srv.conns);
+	return err < 0 ? 1 : 0;
+}

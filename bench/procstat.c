@@ -1,0 +1,73 @@
+// SPDX-License-Identifier: MIT
+#include "procstat.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+/* utime and stime (fields 14 and 15 of proc(5)) in clock ticks. */
+static int read_stat_times(const char *path, unsigned long long *ut,
+			   unsigned long long *st)
+{
+	char buf[1024], *p;
+	FILE *f = fopen(path, "re");
+	size_t n;
+
+	if (!f)
+		return -errno;
+	n = fread(buf, 1, sizeof(buf) - 1, f);
+	fclose(f);
+	buf[n] = '\0';
+	/* The command name may hold spaces and parentheses: parse after the last ')'. */
+	p = strrchr(buf, ')');
+	if (!p || sscanf(p + 1, " %*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu",
+			 ut, st) != 2)
+		return -EINVAL;
+	return 0;
+}
+
+static double sum_tasks(int pid, unsigned int *count)
+{
+	char path[64];
+	unsigned long long ut, st, ticks = 0;
+	struct dirent *de;
+	DIR *d;
+
+	snprintf(path, sizeof(path), "/proc/%d/task", pid);
+	d = opendir(path);
+	*count = 0;
+	if (!d)
+		return 0;
+	while ((de = readdir(d))) {
+		char tpath[300];
+
+		if (de->d_name[0] == '.')
+			continue;
+		snprintf(tpath, sizeof(tpath), "/proc/%d/task/%s/stat", pid, de->d_name);
+		if (read_stat_times(tpath, &ut, &st) == 0) {
+			ticks += ut + st;
+			(*count)++;
+		}
+	}
+	closedir(d);
+	return (double)ticks / (double)sysconf(_SC_CLK_TCK);
+}
+
+int proc_cpu_read(int pid, struct proc_cpu *out)
+{
+	char path[64];
+	unsigned long long ut, st;
+	double hz = (double)sysconf(_SC_CLK_TCK);
+	int err;
+
+	snprintf(path, sizeof(path), "/proc/%d/stat", pid);
+	err = read_stat_times(path, &ut, &st);
+	if (err)
+		return err;
+	out->user_s = (double)ut / hz;
+	out->sys_s = (double)st / hz;
+	out->tasks_s = sum_tasks(pid, &out->tasks);
+	return 0;
+}
