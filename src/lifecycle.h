@@ -1,0 +1,24 @@
+/* What the daemon does when told to stop, reload or report: signals read
+ * through a signalfd on the ring, the drain-then-cut shutdown, live reload. */
+#ifndef RINGECHO_LIFECYCLE_H
+#define RINGECHO_LIFECYCLE_H
+
+#include <liburing.h>
+
+struct server;
+
+/* Block the signals we handle, ignore SIGPIPE, open the signalfd. 0 or -errno. */
+int lifecycle_init(struct server *s);
+void lifecycle_deinit(struct server *s);
+/* Queue the read of the next signal. */
+void lifecycle_arm(struct server *s);
+void lifecycle_on_signal(struct server *s, const struct io_uring_cqe *cqe);
+/* SIGHUP: re-read the config file and apply what can change live
+ * (reload.c); on any error the old configuration stays. */
+void lifecycle_reload(struct server *s);
+/* Deadlines: end the drain, end the cut. */
+void lifecycle_tick(struct server *s);
+/* Log the closing line once the loop has ended. */
+void lifecycle_finish(struct server *s);
+
+#endif

@@ -1,0 +1,210 @@
+#include "ring.h"
+#include "log.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+
+/* Most to least wanted. DEFER_TASKRUN runs completions only when we ask for
+ * them, so they arrive in batches and without interrupting the loop; SQPOLL
+ * cannot be combined with it and gets its own list. */
+static const unsigned setup_plain[] = {
+    IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN | IORING_SETUP_SUBMIT_ALL,
+    IORING_SETUP_COOP_TASKRUN | IORING_SETUP_SUBMIT_ALL,
+    0,
+};
+static const unsigned setup_sqpoll[] = {
+    IORING_SETUP_SQPOLL | IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_SUBMIT_ALL,
+    IORING_SETUP_SQPOLL,
+};
+
+static int read_disabled_sysctl(void)
+{
+	FILE *f = fopen("/proc/sys/kernel/io_uring_disabled", "r");
+	int v = 0;
+
+	if (!f)
+		return 0;
+	if (fscanf(f, "%d", &v) != 1)
+		v = 0;
+	fclose(f);
+	return v;
+}
+
+static const char *explain_setup_error(int err)
+{
+	int disabled = read_disabled_sysctl();
+
+	if (err == -ENOSYS)
+		return "io_uring is not available: the kernel has no io_uring support, "
+		       "or a "
+		       "seccomp filter blocks io_uring_setup (ENOSYS)";
+	if (err == -EPERM && disabled)
+		return disabled == 2
+			   ? "io_uring is disabled on this machine "
+			     "(sysctl kernel.io_uring_disabled=2)"
+			   : "io_uring is restricted on this machine "
+			     "(sysctl kernel.io_uring_disabled=1 and this user is "
+			     "not in kernel.io_uring_group)";
+	if (err == -EPERM || err == -EACCES)
+		return "io_uring is not permitted: a seccomp filter or security module "
+		       "blocks io_uring_setup";
+	if (err == -ENOMEM)
+		return "io_uring set-up failed: out of memory (or RLIMIT_MEMLOCK too low "
+		       "on "
+		       "an old kernel)";
+	return "io_uring set-up failed";
+}
+
+static int try_setup(struct ring *r, unsigned entries, unsigned flags, unsigned idle_ms)
+{
+	struct io_uring_params p;
+
+	memset(&p, 0, sizeof(p));
+	p.flags = flags | IORING_SETUP_CQSIZE;
+	p.cq_entries = entries * RING_CQ_FACTOR;
+	p.sq_thread_idle = idle_ms;
+	return io_uring_queue_init_params(entries, &r->uring, &p);
+}
+
+int ring_init(struct ring *r, unsigned entries, unsigned sqpoll_idle_ms, const char **why)
+{
+	const unsigned *list = sqpoll_idle_ms ? setup_sqpoll : setup_plain;
+	size_t n = sqpoll_idle_ms ? sizeof(setup_sqpoll) / sizeof(setup_sqpoll[0])
+				  : sizeof(setup_plain) / sizeof(setup_plain[0]);
+	int ret = -EINVAL;
+
+	memset(r, 0, sizeof(*r));
+	for (size_t i = 0; i < n; i++) {
+		ret = try_setup(r, entries, list[i], sqpoll_idle_ms);
+		if (ret == 0) {
+			r->flags = list[i];
+			break;
+		}
+		if (ret != -EINVAL) /* a flag we asked for is not the problem */
+			break;
+		log_debug("io_uring set-up flags 0x%x refused; trying fewer", list[i]);
+	}
+	if (ret < 0) {
+		*why = explain_setup_error(ret);
+		return ret;
+	}
+	/* Saves an fd lookup on every io_uring_enter; optional. */
+	r->fd_registered = io_uring_register_ring_fd(&r->uring) == 1;
+	return 0;
+}
+
+void ring_deinit(struct ring *r)
+{
+	if (r->uring.ring_fd > 0)
+		io_uring_queue_exit(&r->uring);
+	r->uring.ring_fd = -1;
+}
+
+static const struct {
+	int op;
+	const char *what;
+} required_ops[] = {
+    {IORING_OP_ACCEPT, "accept"},
+    {IORING_OP_RECV, "recv"},
+    {IORING_OP_SEND, "send"},
+    {IORING_OP_READ, "read"},
+    {IORING_OP_TIMEOUT, "timeout"},
+    {IORING_OP_ASYNC_CANCEL, "cancel"},
+    /* The probe cannot see multishot recv or buffer rings; SEND_ZC came in
+     * the same release (Linux 6.0) and stands for them. */
+    {IORING_OP_SEND_ZC, "multishot recv (Linux 6.0)"},
+};
+
+int ring_probe(struct ring *r, const char **missing)
+{
+	struct io_uring_probe *p = io_uring_get_probe_ring(&r->uring);
+	int ret = 0;
+
+	if (!p) {
+		*missing = "the opcode probe (Linux 5.6)";
+		return -EOPNOTSUPP;
+	}
+	for (size_t i = 0; i < sizeof(required_ops) / sizeof(required_ops[0]); i++) {
+		if (!io_uring_opcode_supported(p, required_ops[i].op)) {
+			*missing = required_ops[i].what;
+			ret = -EOPNOTSUPP;
+			break;
+		}
+	}
+	io_uring_free_probe(p);
+	return ret;
+}
+
+struct io_uring_sqe *ring_get_sqe(struct ring *r)
+{
+	struct io_uring_sqe *sqe;
+
+	for (int tries = 0; tries < 3; tries++) {
+		sqe = io_uring_get_sqe(&r->uring);
+		if (sqe)
+			return sqe;
+		/* SQ full: push it to the kernel to make room. -EBUSY means the
+		 * CQ overflow list is full; reaping parked completions frees it. */
+		if (io_uring_submit(&r->uring) == -EBUSY)
+			io_uring_get_events(&r->uring);
+	}
+	log_error("io_uring submission queue stays full");
+	return NULL;
+}
+
+static void note_overflow(struct ring *r)
+{
+	unsigned lost = IO_URING_READ_ONCE(*r->uring.cq.koverflow);
+
+	if (IO_URING_READ_ONCE(*r->uring.sq.kflags) & IORING_SQ_CQ_OVERFLOW)
+		r->cq_overflows++;
+	if (lost != r->lost_seen) {
+		/* Only when the kernel could not even allocate overflow entries. */
+		log_error("io_uring dropped %u completions", lost - r->lost_seen);
+		r->lost_seen = lost;
+	}
+}
+
+int ring_wait(struct ring *r, unsigned wait_nr, uint64_t timeout_ns)
+{
+	struct __kernel_timespec ts = {.tv_sec = timeout_ns / 1000000000,
+				       .tv_nsec = timeout_ns % 1000000000};
+	struct io_uring_cqe *cqe;
+	int ret;
+
+	ret = io_uring_submit_and_wait_timeout(&r->uring, &cqe, wait_nr,
+					       timeout_ns ? &ts : NULL, NULL);
+	/* Passing conditions: a timeout, a signal, or the kernel short of
+	 * memory for requests or of room for completions; reaping the
+	 * completions we have is the cure for the last two. */
+	if (ret == -ETIME || ret == -EINTR || ret == -EBUSY || ret == -EAGAIN)
+		return 0;
+	return ret < 0 ? ret : 0;
+}
+
+unsigned ring_dispatch(struct ring *r, ring_cqe_fn fn, void *ctx)
+{
+	struct io_uring_cqe *cqe;
+	unsigned head, n = 0;
+
+	io_uring_for_each_cqe(&r->uring, head, cqe)
+	{
+		fn(ctx, cqe);
+		n++;
+	}
+	io_uring_cq_advance(&r->uring, n);
+	note_overflow(r);
+	return n;
+}
+
+const char *ring_describe(const struct ring *r, char *buf, unsigned len)
+{
+	snprintf(buf, len, "%u SQ / %u CQ entries%s%s%s%s", r->uring.sq.ring_entries,
+		 r->uring.cq.ring_entries,
+		 r->flags & IORING_SETUP_DEFER_TASKRUN ? ", defer-taskrun" : "",
+		 r->flags & IORING_SETUP_COOP_TASKRUN ? ", coop-taskrun" : "",
+		 r->flags & IORING_SETUP_SQPOLL ? ", sqpoll" : "",
+		 r->fd_registered ? ", registered fd" : "");
+	return buf;
+}

@@ -1,0 +1,351 @@
+#include "server.h"
+#include "echo.h"
+#include "lifecycle.h"
+#include "conn.h"
+#include "op.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <time.h>
+#include <unistd.h>
+
+#define EXIT_UNAVAILABLE 69 /* sysexits.h EX_UNAVAILABLE */
+
+uint64_t server_clock_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Every connection is an fd: take the whole hard limit, and say when even
+ * that cannot hold max_connections. */
+static void raise_fd_limit(const struct config *cfg)
+{
+	struct rlimit rl;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) < 0)
+		return;
+	if (rl.rlim_cur < rl.rlim_max) {
+		rlim_t old = rl.rlim_cur;
+		rl.rlim_cur = rl.rlim_max;
+		if (setrlimit(RLIMIT_NOFILE, &rl) == 0)
+			log_info("raised open-file limit from %llu to %llu",
+				 (unsigned long long)old,
+				 (unsigned long long)rl.rlim_cur);
+	}
+	if (rl.rlim_cur < (rlim_t)cfg->max_connections + FD_RESERVE)
+		log_warn(
+		    "max_connections is %u but the open-file limit is %llu; accepts will "
+		    "pause when fds run out",
+		    cfg->max_connections, (unsigned long long)rl.rlim_cur);
+}
+
+void server_arm_accept(struct server *s, struct listener *l)
+{
+	struct io_uring_sqe *sqe;
+
+	if (l->armed || s->state != SERVER_RUNNING)
+		return;
+	sqe = ring_get_sqe(&s->ring);
+	if (!sqe) {
+		s->accept_resume_ms = s->now_ms + ACCEPT_PAUSE_MS; /* the tick retries */
+		return;
+	}
+	io_uring_prep_multishot_accept(sqe, l->fd, NULL, NULL, SOCK_CLOEXEC);
+	io_uring_sqe_set_data64(sqe, op_encode(OP_ACCEPT, l->id));
+	l->armed = true;
+}
+
+static void resume_accepts(struct server *s)
+{
+	s->accept_resume_ms = 0;
+	for (unsigned i = 0; i < s->listeners.n; i++)
+		server_arm_accept(s, &s->listeners.v[i]);
+}
+
+void server_close_listener(struct server *s, struct listener *l)
+{
+	if (l->armed) {
+		struct io_uring_sync_cancel_reg reg = {
+		    .addr = op_encode(OP_ACCEPT, l->id),
+		    .timeout = {.tv_sec = -1, .tv_nsec = -1},
+		};
+		/* Synchronous, so the socket is really closed when we return
+		 * and new clients are refused at once. Where that fails, our
+		 * own socket can still be shut down to end the accept. */
+		if (io_uring_register_sync_cancel(&s->ring.uring, &reg) < 0 &&
+		    !l->inherited)
+			shutdown(l->fd, SHUT_RDWR);
+	}
+	log_notice("stopped listening on %s", l->name);
+	listeners_remove(&s->listeners, l);
+}
+
+void server_conn_released(struct server *s)
+{
+	if (s->accept_resume_ms && s->state == SERVER_RUNNING)
+		resume_accepts(s);
+	if (s->state == SERVER_DRAINING)
+		s->drained++;
+	if (s->state != SERVER_RUNNING && s->nconns == 0)
+		s->state = SERVER_DONE;
+}
+
+void server_format_stats(const struct server *s, char *buf, size_t len)
+{
+	const struct stats *st = &s->stats;
+
+	snprintf(
+	    buf, len,
+	    "connections=%u total=%llu bytes=%llu messages=%llu refused_max=%llu "
+	    "refused_per_ip=%llu idle_closed=%llu bufring_empty=%llu short_sends=%llu "
+	    "accept_paused=%llu cq_overflow=%llu",
+	    s->nconns, (unsigned long long)st->conns_total, (unsigned long long)st->bytes,
+	    (unsigned long long)st->messages, (unsigned long long)st->refused_max,
+	    (unsigned long long)st->refused_per_ip, (unsigned long long)st->idle_closed,
+	    (unsigned long long)st->bufring_empty, (unsigned long long)st->short_sends,
+	    (unsigned long long)st->accept_paused,
+	    (unsigned long long)s->ring.cq_overflows);
+}
+
+void server_format_status(const struct server *s, char *buf, size_t len)
+{
+	snprintf(buf, len,
+		 "%u connections, %llu messages, %llu bytes echoed, %llu refused",
+		 s->nconns, (unsigned long long)s->stats.messages,
+		 (unsigned long long)s->stats.bytes,
+		 (unsigned long long)(s->stats.refused_max + s->stats.refused_per_ip));
+}
+
+static uint64_t tick_ms(const struct server *s)
+{
+	uint64_t t = TICK_MAX_MS;
+
+	if (s->cfg.idle_timeout_ms && s->cfg.idle_timeout_ms / 4 < t)
+		t = s->cfg.idle_timeout_ms / 4;
+	if (s->notify.watchdog_ms && s->notify.watchdog_ms / 2 < t)
+		t = s->notify.watchdog_ms / 2;
+	if (s->state != SERVER_RUNNING && TICK_SHUTDOWN_MS < t)
+		t = TICK_SHUTDOWN_MS;
+	return t < TICK_MIN_MS ? TICK_MIN_MS : t;
+}
+
+/* The one timer on the ring, re-armed after each expiry. */
+static void arm_tick(struct server *s)
+{
+	struct io_uring_sqe *sqe = ring_get_sqe(&s->ring);
+	uint64_t t = tick_ms(s);
+
+	if (!sqe)
+		return; /* the loop notices and retries: see server_run */
+	s->tick_ts.tv_sec = t / 1000;
+	s->tick_ts.tv_nsec = (t % 1000) * 1000000;
+	io_uring_prep_timeout(sqe, &s->tick_ts, 0, 0);
+	io_uring_sqe_set_data64(sqe, op_encode(OP_TIMER, 0));
+	s->tick_armed = true;
+}
+
+static void on_tick(struct server *s)
+{
+	char status[256];
+
+	s->tick_armed = false;
+	echo_expire_idle(s);
+	if (s->accept_resume_ms && s->now_ms >= s->accept_resume_ms)
+		resume_accepts(s);
+	lifecycle_tick(s);
+	notify_watchdog(&s->notify, s->now_ms);
+	if (notify_status_due(&s->notify, s->now_ms)) {
+		server_format_status(s, status, sizeof(status));
+		notify_status(&s->notify, s->now_ms, status);
+	}
+}
+
+static void dispatch(void *ctx, const struct io_uring_cqe *cqe)
+{
+	struct server *s = ctx;
+
+	switch (op_decode_type(cqe->user_data)) {
+	case OP_RECV:
+		echo_on_recv(s, cqe);
+		break;
+	case OP_SEND:
+		echo_on_send(s, cqe);
+		break;
+	case OP_ACCEPT:
+		echo_on_accept(s, cqe);
+		break;
+	case OP_SIGNAL:
+		lifecycle_on_signal(s, cqe);
+		break;
+	case OP_TIMER:
+		on_tick(s);
+		break;
+	case OP_CANCEL:
+	case OP_NONE:
+	case OP_TYPE_MAX:
+		break;
+	}
+}
+
+int server_run(struct server *s)
+{
+	while (s->state != SERVER_DONE) {
+		int ret = ring_wait(&s->ring, 1, 0);
+
+		if (ret < 0) {
+			log_errno(LOG_ERR, -ret, "io_uring_enter");
+			return 1;
+		}
+		s->now_ms = server_clock_ms();
+		s->recycled_at_batch = s->bufs.recycled;
+		ring_dispatch(&s->ring, dispatch, s);
+		echo_retry_starved(s);
+		if (!s->tick_armed && s->state != SERVER_DONE)
+			arm_tick(s);
+	}
+	lifecycle_finish(s);
+	return 0;
+}
+
+void server_each_conn(struct server *s, void (*fn)(struct server *, struct conn *))
+{
+	/* Freeing a connection shifts others within the table, so walk a
+	 * snapshot of the ids instead of the table itself. */
+	size_t n = 0, cap = s->conns.count;
+	uint64_t *ids = malloc((cap ? cap : 1) * sizeof(*ids));
+
+	if (!ids) {
+		log_error("out of memory walking connections");
+		return;
+	}
+	conn_table_for_each(&s->conns, slot)
+	{
+		ids[n++] = slot->id;
+	}
+	for (size_t i = 0; i < n; i++) {
+		struct conn *c = conn_table_lookup(&s->conns, ids[i]);
+		if (c)
+			fn(s, c);
+	}
+	free(ids);
+}
+
+static int setup_ring(struct server *s)
+{
+	const char *why = NULL;
+	char desc[128];
+	int ret;
+
+	ret = ring_init(&s->ring, s->cfg.ring_entries, s->cfg.sqpoll_idle_ms, &why);
+	if (ret < 0) {
+		log_errno(LOG_ERR, -ret, "%s", why);
+		return EXIT_UNAVAILABLE;
+	}
+	if (ring_probe(&s->ring, &why) < 0) {
+		log_error("io_uring is too old on this kernel: it lacks %s", why);
+		return EXIT_UNAVAILABLE;
+	}
+	ret = bufring_init(&s->bufs, &s->ring.uring, s->cfg.buffer_count,
+			   s->cfg.buffer_size);
+	if (ret == -EINVAL) {
+		log_error(
+		    "io_uring is too old on this kernel: it lacks provided buffer rings "
+		    "(Linux 5.19)");
+		return EXIT_UNAVAILABLE;
+	} else if (ret < 0) {
+		log_errno(LOG_ERR, -ret, "cannot set up %u receive buffers of %u bytes",
+			  s->cfg.buffer_count, s->cfg.buffer_size);
+		return 1;
+	}
+	log_info("io_uring: %s", ring_describe(&s->ring, desc, sizeof(desc)));
+	return 0;
+}
+
+static int setup_listeners(struct server *s)
+{
+	int n = listeners_from_systemd(&s->listeners, &s->cfg);
+
+	if (n < 0)
+		return 1;
+	if (n > 0) {
+		log_info(
+		    "using %d sockets from systemd; 'listen' from the configuration is "
+		    "ignored",
+		    n);
+	} else if (listeners_open_config(&s->listeners, &s->cfg) < 0) {
+		return 1;
+	}
+	for (unsigned i = 0; i < s->listeners.n; i++)
+		server_arm_accept(s, &s->listeners.v[i]);
+	return 0;
+}
+
+int server_init(struct server *s, const struct config *cfg,
+		const struct server_opts *opts)
+{
+	char status[128];
+	int ret;
+
+	memset(s, 0, sizeof(*s));
+	s->cfg = *cfg;
+	s->opts = *opts;
+	s->sigfd = -1;
+	s->ring.uring.ring_fd = -1;
+	s->next_conn_id = 1;
+	s->now_ms = server_clock_ms();
+	s->rl_accept.interval_ms = s->rl_refuse.interval_ms = 5000;
+	list_init(&s->idle_lru);
+	list_init(&s->starved);
+	listeners_init(&s->listeners);
+	notify_init(&s->notify);
+	raise_fd_limit(cfg);
+	if (conn_table_init(&s->conns, 1024) < 0 || peer_table_init(&s->peers) < 0) {
+		log_error("out of memory");
+		return 1;
+	}
+	if (lifecycle_init(s) < 0) {
+		log_errno(LOG_ERR, errno, "cannot set up signal handling");
+		return 1;
+	}
+	ret = setup_ring(s);
+	if (ret == 0)
+		ret = setup_listeners(s);
+	if (ret)
+		return ret;
+	lifecycle_arm(s);
+	arm_tick(s);
+	/* Accepts are in the kernel before anyone is told we are ready. */
+	io_uring_submit(&s->ring.uring);
+	server_format_status(s, status, sizeof(status));
+	notify_ready(&s->notify, status);
+	log_notice("ready: %u listeners, %u buffers of %u bytes, max %u connections",
+		   s->listeners.n, s->cfg.buffer_count, s->cfg.buffer_size,
+		   s->cfg.max_connections);
+	return 0;
+}
+
+void server_deinit(struct server *s)
+{
+	/* Normally empty by now; after a failed start-up, or if the loop
+	 * stopped on an error, free what is left. */
+	conn_table_for_each(&s->conns, slot)
+	{
+		struct conn *c = slot->conn;
+		close(c->fd);
+		free(c->send_buf);
+		free(c->queue.data);
+		free(c);
+	}
+	listeners_close_all(&s->listeners);
+	bufring_deinit(&s->bufs, &s->ring.uring);
+	ring_deinit(&s->ring);
+	lifecycle_deinit(s);
+	conn_table_deinit(&s->conns);
+	peer_table_deinit(&s->peers);
+}

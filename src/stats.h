@@ -1,0 +1,20 @@
+/* Counters for SIGUSR1's log line and systemd's STATUS=. */
+#ifndef RINGECHO_STATS_H
+#define RINGECHO_STATS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+struct stats {
+	uint64_t conns_total;	 /* accepted and served */
+	uint64_t bytes;		 /* echoed (sent back) */
+	uint64_t messages;	 /* receive completions with data */
+	uint64_t refused_max;	 /* closed at once: max_connections */
+	uint64_t refused_per_ip; /* closed at once: max_connections_per_ip */
+	uint64_t idle_closed;	 /* closed by idle_timeout_ms */
+	uint64_t bufring_empty;	 /* recvs that found no provided buffer */
+	uint64_t short_sends;	 /* sends resumed after a partial write */
+	uint64_t accept_paused;	 /* accept pauses on EMFILE/ENFILE/ENOMEM */
+};
+
+#endif
