@@ -1,0 +1,122 @@
+/* Config parsing: defaults, every key, and each kind of bad input names the
+ * file, the line, the key and the allowed range. */
+#include "check.h"
+#include "config.h"
+#include "log.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+static char path[64];
+
+static int load_text(const char *text, struct config *cfg, struct config_errors *errs)
+{
+	FILE *f;
+
+	strcpy(path, "/tmp/ringecho-test-XXXXXX");
+	close(mkstemp(path));
+	f = fopen(path, "w");
+	fputs(text, f);
+	fclose(f);
+	int ret = config_load(cfg, path, errs);
+	unlink(path);
+	return ret;
+}
+
+/* The one error contains every needle. */
+static int error_says(const struct config_errors *errs, const char *a, const char *b)
+{
+	return errs->count == 1 && strstr(errs->msg[0], a) &&
+	       (!b || strstr(errs->msg[0], b));
+}
+
+static void test_defaults_and_values(void)
+{
+	struct config cfg;
+	struct config_errors errs;
+
+	config_defaults(&cfg);
+	CHECK(cfg.nlisten == 1 && strcmp(cfg.listen[0].text, "127.0.0.1:7777") == 0);
+	CHECK(cfg.max_pending_bytes >= cfg.buffer_size);
+	CHECK(
+	    load_text("backlog = 7;\nmax_connections = 5000;\nbuffer_count = 64;\n"
+		      "tcp_nodelay = false;\nlog_level = \"debug\";\n"
+		      "listen = [\"[::1]:0\", \"127.0.0.2:9\"];\nidle_timeout_ms = 5L;\n",
+		      &cfg, &errs) == 0);
+	CHECK(cfg.backlog == 7 && cfg.max_connections == 5000 && cfg.buffer_count == 64);
+	CHECK(!cfg.tcp_nodelay && cfg.log_level == LOG_DEBUG && cfg.idle_timeout_ms == 5);
+	CHECK(cfg.nlisten == 2 && cfg.listen[0].ss.ss_family == AF_INET6);
+	CHECK(ntohs(((struct sockaddr_in *)&cfg.listen[1].ss)->sin_port) == 9);
+	CHECK(cfg.ring_entries == 1024); /* untouched keys keep defaults */
+}
+
+static void test_errors(void)
+{
+	struct config cfg, before;
+	struct config_errors errs;
+
+	config_defaults(&cfg);
+	before = cfg;
+	CHECK(load_text("backlog = 1;\nbacklog = ;\n", &cfg, &errs) == -EINVAL);
+	CHECK(error_says(&errs, ":2: syntax error", path));
+	CHECK(memcmp(&cfg, &before, sizeof(cfg)) == 0); /* untouched on failure */
+	CHECK(load_text("\nmax_conections = 5;\n", &cfg, &errs) == -EINVAL);
+	CHECK(error_says(&errs, ":2: unknown key 'max_conections'", "'max_connections'"));
+	CHECK(load_text("backlog = \"big\";\n", &cfg, &errs) == -EINVAL);
+	CHECK(error_says(&errs, ":1: 'backlog' must be an integer", NULL));
+	CHECK(load_text("backlog = 0;\n", &cfg, &errs) == -EINVAL);
+	CHECK(error_says(&errs, "'backlog' = 0 is out of range (1..65535)", NULL));
+	CHECK(load_text("buffer_count = 1000;\n", &cfg, &errs) == -EINVAL);
+	CHECK(error_says(&errs, "'buffer_count' = 1000 must be a power of two", NULL));
+	CHECK(load_text("max_pending_bytes = 8192;\nbuffer_size = 65536;\n", &cfg,
+			&errs) == -EINVAL);
+	CHECK(error_says(
+	    &errs, "'max_pending_bytes' = 8192 must be at least 'buffer_size'", NULL));
+	CHECK(load_text("listen = [\"localhost:x\"];\n", &cfg, &errs) == -EINVAL);
+	CHECK(error_says(&errs, "cannot parse address 'localhost:x'", ":1:"));
+	CHECK(load_text("log_level = \"loud\";\n", &cfg, &errs) == -EINVAL);
+	CHECK(error_says(&errs, "'log_level' = \"loud\" is not one of", NULL));
+	CHECK(load_text("tcp_nodelay = 1;\n", &cfg, &errs) == -EINVAL);
+	CHECK(error_says(&errs, "'tcp_nodelay' must be true or false", NULL));
+	CHECK(load_text("backlog = 0;\nfoo = 1;\n", &cfg, &errs) == -EINVAL);
+	CHECK(errs.count == 2); /* every problem at once */
+	CHECK(config_load(&cfg, "/nonexistent/ringechod.conf", &errs) == -ENOENT);
+	CHECK(errs.count == 1 && strstr(errs.msg[0], "No such file"));
+}
+
+static void test_addresses(void)
+{
+	struct listen_addr a;
+	const char *good[] = {"0.0.0.0:7", "127.0.0.1:65535", "[::]:7", "[::1]:0",
+			      "[fe80::1:2]:80"};
+	const char *bad[] = {"",
+			     ":7",
+			     "127.0.0.1",
+			     "127.0.0.1:",
+			     "127.0.0.1:65536",
+			     "127.0.0.1:-1",
+			     "::1:7",
+			     "[::1]",
+			     "[127.0.0.1]:7",
+			     "host:7",
+			     "127.0.0.1:7x",
+			     "[::1]:+7"};
+
+	for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++)
+		CHECK(config_parse_addr(good[i], &a) == 0);
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+		CHECK(config_parse_addr(bad[i], &a) == -EINVAL);
+}
+
+int main(void)
+{
+	log_set_level(LOG_ERR);
+	test_defaults_and_values();
+	test_errors();
+	test_addresses();
+	return check_done("config");
+}
