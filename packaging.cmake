@@ -27,6 +27,8 @@ set(CPACK_DEBIAN_FILE_NAME DEB-DEFAULT)
 set(CPACK_DEBIAN_PACKAGE_SECTION net)
 set(CPACK_DEBIAN_PACKAGE_PRIORITY optional)
 set(CPACK_DEBIAN_PACKAGE_SHLIBDEPS ON)
+# ExecReload= in ringechod.service runs /bin/kill; shlibdeps adds the libraries.
+set(CPACK_DEBIAN_PACKAGE_DEPENDS "procps")
 # The first line of the Description is CPACK_PACKAGE_DESCRIPTION_SUMMARY.
 set(CPACK_DEBIAN_PACKAGE_DESCRIPTION [=[ringechod echoes back every byte a TCP client sends, serving many
 connections from one event loop on a Linux io_uring instance with a ring
