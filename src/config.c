@@ -225,7 +225,8 @@ static int set_bool(struct config *cfg, const struct key_spec *k,
 		    struct config_errors *errs)
 {
 	if (config_setting_type(s) != CONFIG_TYPE_BOOL) {
-		add_error(errs, path, s, "'%s' must be true or false", k->name);
+		add_error(errs, path, s, "'%s' must be a boolean (true or false)",
+			  k->name);
 		return -EINVAL;
 	}
 	*(bool *)((char *)cfg + k->offset) = config_setting_get_bool(s);
@@ -239,11 +240,18 @@ static int set_level(struct config *cfg, const struct key_spec *k,
 	const char *v = config_setting_get_string(s);
 	int level = v ? log_level_parse(v) : -1;
 
+	if (!v) {
+		add_error(errs, path, s,
+			  "'%s' must be a string: \"error\", \"warning\", \"notice\", "
+			  "\"info\" or \"debug\"",
+			  k->name);
+		return -EINVAL;
+	}
 	if (level < 0) {
 		add_error(
 		    errs, path, s,
-		    "'%s' = %s%s%s is not one of error, warning, notice, info, debug",
-		    k->name, v ? "\"" : "", v ? v : "(not a string)", v ? "\"" : "");
+		    "'%s' = \"%s\" is not one of error, warning, notice, info, debug",
+		    k->name, v);
 		return -EINVAL;
 	}
 	*(int *)((char *)cfg + k->offset) = level;

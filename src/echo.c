@@ -210,6 +210,8 @@ static void maybe_recv(struct server *s, struct conn *c)
 
 static void conn_release(struct server *s, struct conn *c)
 {
+	log_debug("connection %llu: closed%s", (unsigned long long)c->id,
+		  c->flags & CONN_HALF_CLOSE ? " after its echo" : " (reset or error)");
 	/* A clean end: FIN after the last echoed byte, so the client reads EOF
 	 * even if it is still sending (close() alone could send RST first). */
 	if (c->flags & CONN_HALF_CLOSE)
@@ -360,7 +362,7 @@ static struct conn *conn_new(struct server *s, int fd, const struct peer_key *pe
 
 static void conn_accept(struct server *s, int fd)
 {
-	struct sockaddr_storage ss;
+	struct sockaddr_storage ss = {.ss_family = AF_UNSPEC};
 	socklen_t len = sizeof(ss);
 	struct peer_key peer = {.valid = 0};
 	struct conn *c;
@@ -385,6 +387,12 @@ static void conn_accept(struct server *s, int fd)
 		log_warn("out of memory for a new connection; closing it");
 		close(fd);
 		return;
+	}
+	if (log_get_level() >= LOG_DEBUG) {
+		char name[CONFIG_ADDR_TEXT];
+		sockaddr_text(&ss, name, sizeof(name));
+		log_debug("connection %llu from %s: accepted", (unsigned long long)c->id,
+			  name);
 	}
 	conn_settle(s, c);
 }

@@ -80,8 +80,10 @@ static void test_errors(void)
 	CHECK(error_says(&errs, "cannot parse address 'localhost:x'", ":1:"));
 	CHECK(load_text("log_level = \"loud\";\n", &cfg, &errs) == -EINVAL);
 	CHECK(error_says(&errs, "'log_level' = \"loud\" is not one of", NULL));
+	CHECK(load_text("log_level = 3;\n", &cfg, &errs) == -EINVAL);
+	CHECK(error_says(&errs, "'log_level' must be a string", NULL));
 	CHECK(load_text("tcp_nodelay = 1;\n", &cfg, &errs) == -EINVAL);
-	CHECK(error_says(&errs, "'tcp_nodelay' must be true or false", NULL));
+	CHECK(error_says(&errs, "'tcp_nodelay' must be a boolean", NULL));
 	CHECK(load_text("backlog = 0;\nfoo = 1;\n", &cfg, &errs) == -EINVAL);
 	CHECK(errs.count == 2); /* every problem at once */
 	CHECK(config_load(&cfg, "/nonexistent/ringechod.conf", &errs) == -ENOENT);
