@@ -22,10 +22,11 @@ enum conn_flag {
 	CONN_SEND_ARMED = 1 << 1, /* a send is in the kernel */
 	CONN_CANCELLING = 1 << 2, /* a cancel of the recv was submitted */
 	CONN_READ_EOF = 1 << 3,	  /* the client half-closed: echo the rest, close */
-	CONN_NO_RECV = 1 << 4,	  /* receive no more (shutdown cut, idle): flush, close */
+	CONN_NO_RECV = 1 << 4,	  /* cut (shutdown, idle): echo no more, discard input */
 	CONN_CLOSING = 1 << 5,	  /* waiting for in-flight ops before freeing */
 	CONN_STARVED = 1 << 6,	  /* recv ended with -ENOBUFS; on the wait list */
-	CONN_HALF_CLOSE = 1 << 7, /* shutdown(SHUT_WR) before close: a clean EOF */
+	CONN_WR_SHUT = 1 << 7,	  /* our FIN is sent; waiting for the client's */
+	CONN_CLEAN = 1 << 8,	  /* closing after the whole echo, not on an error */
 };
 
 struct conn {

@@ -98,16 +98,16 @@ static void send_queue(struct server *s, struct conn *c)
 
 static void on_data(struct server *s, struct conn *c, uint16_t bid, uint32_t len)
 {
-	s->stats.messages++;
-	if (c->flags & CONN_CLOSING) {
+	if (c->flags & (CONN_CLOSING | CONN_NO_RECV)) {
+		/* Past the cut: the client gets an exact prefix of its
+		 * stream, and reading on keeps our close free of RSTs. */
 		bufring_recycle(&s->bufs, bid);
 		return;
 	}
-	if (!(c->flags & CONN_NO_RECV)) {
-		c->last_recv_ms = s->now_ms;
-		list_del(&c->lru);
-		list_add_tail(&s->idle_lru, &c->lru);
-	}
+	s->stats.messages++;
+	c->last_recv_ms = s->now_ms;
+	list_del(&c->lru);
+	list_add_tail(&s->idle_lru, &c->lru);
 	if (!(c->flags & CONN_SEND_ARMED) && !c->queue.len &&
 	    bufring_may_hold(&s->bufs)) {
 		c->send_bid = bid;
@@ -199,11 +199,11 @@ void echo_on_send(struct server *s, const struct io_uring_cqe *cqe)
 
 static void maybe_recv(struct server *s, struct conn *c)
 {
-	if (c->flags & (CONN_RECV_ARMED | CONN_READ_EOF | CONN_NO_RECV | CONN_CLOSING |
-			CONN_STARVED))
+	if (c->flags & (CONN_RECV_ARMED | CONN_READ_EOF | CONN_CLOSING | CONN_STARVED))
 		return;
-	/* Hysteresis: resume only once half the allowance has drained. */
-	if (conn_pending(c) > s->cfg.max_pending_bytes / 2)
+	/* Hysteresis: resume only once half the allowance has drained. A cut
+	 * connection discards what it reads, so it may always read. */
+	if (!(c->flags & CONN_NO_RECV) && conn_pending(c) > s->cfg.max_pending_bytes / 2)
 		return;
 	submit_recv(s, c);
 }
@@ -211,11 +211,7 @@ static void maybe_recv(struct server *s, struct conn *c)
 static void conn_release(struct server *s, struct conn *c)
 {
 	log_debug("connection %llu: closed%s", (unsigned long long)c->id,
-		  c->flags & CONN_HALF_CLOSE ? " after its echo" : " (reset or error)");
-	/* A clean end: FIN after the last echoed byte, so the client reads EOF
-	 * even if it is still sending (close() alone could send RST first). */
-	if (c->flags & CONN_HALF_CLOSE)
-		shutdown(c->fd, SHUT_WR);
+		  c->flags & CONN_CLEAN ? " after its echo" : " (reset or error)");
 	close(c->fd);
 	release_send(s, c);
 	free(c->queue.data);
@@ -234,11 +230,21 @@ static void conn_release(struct server *s, struct conn *c)
 static void conn_settle(struct server *s, struct conn *c)
 {
 	if (!(c->flags & CONN_CLOSING)) {
+		bool flushed = !(c->flags & CONN_SEND_ARMED) && conn_pending(c) == 0;
+
 		maybe_recv(s, c);
-		if ((c->flags & (CONN_READ_EOF | CONN_NO_RECV)) &&
-		    !(c->flags & (CONN_RECV_ARMED | CONN_SEND_ARMED | CONN_CLOSING)) &&
-		    conn_pending(c) == 0)
-			c->flags |= CONN_CLOSING | CONN_HALF_CLOSE;
+		if (flushed && (c->flags & CONN_READ_EOF) &&
+		    !(c->flags & CONN_RECV_ARMED)) {
+			/* Everything the client sent is echoed and nothing is
+			 * unread, so close() sends a plain FIN. */
+			c->flags |= CONN_CLOSING | CONN_CLEAN;
+		} else if (flushed && (c->flags & CONN_NO_RECV) &&
+			   !(c->flags & CONN_WR_SHUT)) {
+			/* Our FIN follows the last echoed byte; the client's
+			 * EOF (or the deadline) then ends the connection. */
+			shutdown(c->fd, SHUT_WR);
+			c->flags |= CONN_WR_SHUT;
+		}
 	}
 	if ((c->flags & CONN_CLOSING) &&
 	    !(c->flags & (CONN_RECV_ARMED | CONN_SEND_ARMED)))
@@ -269,9 +275,6 @@ void echo_finish(struct server *s, struct conn *c)
 	if (c->flags & (CONN_CLOSING | CONN_NO_RECV))
 		return;
 	c->flags |= CONN_NO_RECV;
-	list_del(&c->wait);
-	c->flags &= ~CONN_STARVED;
-	stop_recv(s, c);
 	conn_settle(s, c);
 }
 
