@@ -128,12 +128,13 @@ class Daemon:
     """One running ringechod, its log drained into memory by a thread."""
 
     def __init__(self, config=None, args=(), port=0, host="127.0.0.1",
-                 preexec_fn=None, wrapper=None, conf_path=None):
+                 preexec_fn=None, wrapper=None, conf_path=None, no_config=False):
         settings = {"listen": ["%s:%d" % (host, port)]}
         settings.update(config or {})
         self.settings = settings
         self.conf = write_config(settings, path=conf_path)
-        self.cmd = ([wrapper] if wrapper else []) + [binary(), "-c", self.conf] + list(args)
+        conf_args = [] if no_config else ["-c", self.conf]
+        self.cmd = ([wrapper] if wrapper else []) + [binary()] + conf_args + list(args)
         self.lines = []
         self.stdout = []
         self.cond = threading.Condition()
@@ -582,3 +583,106 @@ class DaemonTestCase(unittest.TestCase):
         rc = daemon.stop(sig, timeout)
         if rc != code:
             daemon.fail("exit code %s, expected %s" % (rc, code))
+
+
+class Streamer:
+    """Clients that keep sending paced random data while reading the echo.
+
+    Each client sends up to `chunk` bytes every `interval` seconds and never
+    has more than `window` bytes unechoed, so memory stays small however long
+    the stream runs.  After the daemon's EOF a client stops sending.  check()
+    asserts that what came back is an exact prefix of what was sent.
+    """
+
+    def __init__(self, socks, chunk=1024, interval=0.01, window=64 * 1024, seed=0):
+        self.sel = selectors.DefaultSelector()
+        self.clients = []
+        for i, s in enumerate(socks):
+            s.setblocking(False)
+            c = {"i": i, "sock": s, "rng": random.Random(seed * 100003 + i),
+                 "sent": bytearray(), "recv": bytearray(), "eof": False, "eof_at": None,
+                 "reset": None, "send_error": None, "sending": True, "shut": False,
+                 "next": 0.0}
+            self.clients.append(c)
+            self.sel.register(s, selectors.EVENT_READ, c)
+        self.chunk, self.interval, self.window = chunk, interval, window
+
+    def close(self):
+        self.sel.close()
+        for c in self.clients:
+            c["sock"].close()
+
+    def received(self):
+        return [len(c["recv"]) for c in self.clients]
+
+    def all_eof(self):
+        return all(c["eof"] or c["reset"] for c in self.clients)
+
+    def stop_sending(self, half_close=False):
+        for c in self.clients:
+            c["sending"] = False
+            if half_close and not c["eof"] and not c["shut"]:
+                try:
+                    c["sock"].shutdown(socket.SHUT_WR)
+                except OSError as e:
+                    c["send_error"] = e
+                c["shut"] = True
+
+    def pump(self, until, timeout=IO_TIMEOUT, what="condition"):
+        """Run the clients until until() is true; fail after timeout."""
+        deadline = time.monotonic() + timeout
+        while not until():
+            now = time.monotonic()
+            if now > deadline:
+                raise AssertionError("streaming clients: no %s within %.0f s; received %s, "
+                                     "eof %s" % (what, timeout, self.received()[:10],
+                                                 [c["eof"] for c in self.clients][:10]))
+            for c in self.clients:
+                self._send(c, now)
+            for key, _ in self.sel.select(self.interval):
+                self._recv(key.data)
+
+    def _send(self, c, now):
+        if not c["sending"] or c["eof"] or c["reset"] or c["send_error"] or now < c["next"]:
+            return
+        if len(c["sent"]) - len(c["recv"]) >= self.window:
+            return
+        data = c["rng"].randbytes(c["rng"].randint(1, self.chunk))
+        try:
+            n = c["sock"].send(data)
+        except BlockingIOError:
+            return
+        except OSError as e:  # EPIPE / ECONNRESET after the daemon closed: stop sending
+            c["send_error"] = e
+            return
+        c["sent"] += data[:n]
+        c["next"] = now + self.interval
+
+    def _recv(self, c):
+        for _ in range(16):
+            try:
+                b = c["sock"].recv(1 << 16)
+            except BlockingIOError:
+                return
+            except ConnectionResetError as e:
+                c["reset"] = e
+                self.sel.unregister(c["sock"])
+                return
+            if not b:
+                c["eof"] = True
+                c["eof_at"] = time.monotonic()
+                self.sel.unregister(c["sock"])
+                return
+            c["recv"] += b
+
+    def check(self, testcase, complete=False):
+        """Every client: echo is an exact prefix (complete: all) of what it sent, then EOF."""
+        for c in self.clients:
+            tag = "client %d" % c["i"]
+            testcase.assertIsNone(c["reset"], "%s: reset after %d bytes" % (tag, len(c["recv"])))
+            testcase.assertTrue(c["eof"], "%s: no EOF" % tag)
+            sent, got = bytes(c["sent"]), bytes(c["recv"])
+            if complete:
+                assert_same(testcase, got, sent, tag)
+            else:
+                assert_same(testcase, got, sent[:len(got)], tag + " (prefix)")
