@@ -15,6 +15,7 @@ import selectors
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -51,9 +52,28 @@ def no_uring_wrapper():
 
 
 def require_binary():
-    """Skip the whole module run (ctest exit 77) when there is no binary."""
+    """Fail loudly when there is no binary: a missing build is not a pass."""
     if not os.access(binary(), os.X_OK):
-        raise unittest.SkipTest("ringechod binary not found: %s" % binary())
+        raise AssertionError("ringechod binary not found: %s (set RINGECHOD)" % binary())
+
+
+def io_uring_works():
+    """Whether this process may create an io_uring (kernel, sysctl, seccomp)."""
+    import ctypes
+    libc = ctypes.CDLL(None, use_errno=True)
+    params = ctypes.create_string_buffer(120)  # struct io_uring_params, zeroed
+    fd = libc.syscall(425, 1, params)  # __NR_io_uring_setup on x86_64 and arm64
+    if fd < 0:
+        return False
+    os.close(fd)
+    return True
+
+
+def exit_77_unless_io_uring():
+    """ctest's skip code for a module that needs a working daemon, where io_uring is off."""
+    if not io_uring_works():
+        sys.stderr.write("io_uring is not available to this process: skipping\n")
+        sys.exit(77)
 
 
 def raise_nofile_limit():

@@ -11,6 +11,8 @@ import harness
 from harness import (EX_CONFIG, EX_UNAVAILABLE, EX_USAGE, DaemonTestCase, free_port,
                      run_daemon, write_config)
 
+harness.exit_77_unless_io_uring()
+
 
 def ipv6_available():
     try:

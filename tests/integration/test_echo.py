@@ -13,6 +13,8 @@ import harness
 from harness import (DaemonTestCase, assert_same, duplex, random_bytes, recv_exact,
                      recv_until_eof)
 
+harness.exit_77_unless_io_uring()
+
 MiB = 1 << 20
 
 

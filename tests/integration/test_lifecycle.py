@@ -8,6 +8,8 @@ import unittest
 import harness
 from harness import DaemonTestCase, Streamer, recv_until_eof
 
+harness.exit_77_unless_io_uring()
+
 SHUTTING_DOWN = r"^<5>shutting down"
 
 

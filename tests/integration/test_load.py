@@ -8,6 +8,8 @@ import unittest
 import harness
 from harness import DaemonTestCase, assert_same, duplex, random_bytes
 
+harness.exit_77_unless_io_uring()
+
 KiB = 1 << 10
 MiB = 1 << 20
 

@@ -1,0 +1,193 @@
+"""Limits: max_connections, max_connections_per_ip, idle_timeout_ms, EMFILE."""
+
+import resource
+import socket
+import threading
+import time
+import unittest
+
+import harness
+from harness import DaemonTestCase, expect_eof, recv_exact, recv_until_eof
+
+harness.exit_77_unless_io_uring()
+
+MiB = 1 << 20
+
+
+def retry_until_served(test, d, source=None, timeout=harness.IO_TIMEOUT):
+    """Connect until a connection is served (closes are processed asynchronously)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        s = test.client(d, source=source)
+        try:
+            harness.echo_roundtrip(s, b"served", timeout=10)
+            return s
+        except AssertionError:
+            s.close()
+            if time.monotonic() > deadline:
+                d.fail("no connection served from %s" % source)
+            time.sleep(0.05)
+
+
+class MaxConnectionsTest(DaemonTestCase):
+
+    def test_over_the_limit_gets_eof(self):
+        d = self.start({"max_connections": 5})
+        socks = [self.client(d) for _ in range(5)]
+        for i, s in enumerate(socks):
+            self.assertEqual(harness.echo_roundtrip(s, b"c%d" % i), b"c%d" % i)
+        t0 = time.monotonic()
+        extra = self.client(d)
+        expect_eof(extra, timeout=10)  # promptly, not left hanging in the backlog
+        self.assertLess(time.monotonic() - t0, 10)
+        for i, s in enumerate(socks):
+            self.assertEqual(harness.echo_roundtrip(s, b"again %d" % i), b"again %d" % i)
+        self.assertEqual(d.stats()["refused_max"], 1)
+        socks[0].close()
+        s = retry_until_served(self, d)
+        stats = d.stats()
+        self.assertGreaterEqual(stats["refused_max"], 1)
+        self.assertEqual(stats["connections"], 5)
+        for x in socks[1:] + [s]:
+            x.close()
+        self.assertEqual(d.stop(), 0)
+
+    def test_per_ip_limit(self):
+        d = self.start({"max_connections_per_ip": 2})
+        two = [self.client(d, source="127.0.0.2") for _ in range(2)]
+        for s in two:
+            self.assertEqual(harness.echo_roundtrip(s, b"from .2"), b"from .2")
+        third = self.client(d, source="127.0.0.2")
+        expect_eof(third, timeout=10)
+        # Another address has its own allowance.
+        other = [self.client(d, source="127.0.0.3") for _ in range(2)]
+        for s in other:
+            self.assertEqual(harness.echo_roundtrip(s, b"from .3"), b"from .3")
+        for s in two:
+            self.assertEqual(harness.echo_roundtrip(s, b"still"), b"still")
+        stats = d.stats()
+        self.assertEqual(stats["refused_per_ip"], 1, stats)
+        self.assertEqual(stats["refused_max"], 0, stats)
+        two[0].close()
+        s = retry_until_served(self, d, source="127.0.0.2")
+        for x in [two[1], s] + other:
+            x.close()
+        self.assertEqual(d.stop(), 0)
+
+
+class IdleTimeoutTest(DaemonTestCase):
+    IDLE_MS = 1500
+
+    def test_idle_closed_active_kept(self):
+        d = self.start({"idle_timeout_ms": self.IDLE_MS})
+        idle = self.client(d)
+        active = self.client(d)
+        self.assertEqual(harness.echo_roundtrip(idle, b"then silence"), b"then silence")
+        t_idle = time.monotonic()
+        result = {}
+
+        def wait_idle_eof():
+            try:
+                result["data"] = recv_until_eof(idle, timeout=60)
+            except Exception as e:  # noqa: BLE001 - reported below
+                result["error"] = e
+            result["at"] = time.monotonic()
+        t = threading.Thread(target=wait_idle_eof, daemon=True)
+        t.start()
+        # The active client talks every 250 ms for 3x the idle timeout.
+        end = time.monotonic() + 3 * self.IDLE_MS / 1000
+        i = 0
+        while time.monotonic() < end:
+            msg = b"tick %d" % i
+            self.assertEqual(harness.echo_roundtrip(active, msg, timeout=10), msg,
+                             "active connection lost at tick %d" % i)
+            i += 1
+            time.sleep(0.25)
+        t.join(60)
+        self.assertNotIn("error", result)
+        self.assertEqual(result.get("data"), b"", "idle connection: expected a clean EOF")
+        self.assertGreaterEqual(result["at"] - t_idle, 0.9 * self.IDLE_MS / 1000,
+                                "idle connection closed before the timeout")
+        self.assertEqual(harness.echo_roundtrip(active, b"alive"), b"alive")
+        self.assertEqual(d.stats()["idle_closed"], 1)
+        # Once it falls silent, the active one is closed too.
+        expect_eof(active, timeout=60)
+        self.assertEqual(d.stats()["idle_closed"], 2)
+        self.assertEqual(d.stop(), 0)
+
+    def test_pending_echo_delivered_before_idle_close(self):
+        d = self.start({"idle_timeout_ms": self.IDLE_MS, "max_pending_bytes": 32 * MiB})
+        slow = self.client(d)
+        data = harness.random_bytes(8 * MiB, seed=8)
+        slow.settimeout(120)
+        slow.sendall(data)  # never reading: the echo queues up in the daemon
+        # A witness connection opened later goes idle later: once it is closed,
+        # the slow one's timer has certainly fired too.
+        witness = self.client(d)
+        expect_eof(witness, timeout=60)
+        got = recv_until_eof(slow, timeout=120)
+        harness.assert_same(self, got, data)
+        self.assertEqual(d.stats()["idle_closed"], 2)
+        self.assertEqual(d.stop(), 0)
+
+    def test_zero_means_never(self):
+        d = self.start({"idle_timeout_ms": 0})
+        s = self.client(d)
+        self.assertEqual(harness.echo_roundtrip(s, b"x"), b"x")
+        s.settimeout(3)
+        with self.assertRaises(socket.timeout):
+            s.recv(1)  # no EOF while idle
+        self.assertEqual(harness.echo_roundtrip(s, b"y"), b"y")
+        s.close()
+        self.assertEqual(d.stop(), 0)
+
+
+class EmfileTest(DaemonTestCase):
+    LIMIT = 64
+    CLIENTS = 100
+
+    def test_accept_pauses_and_resumes(self):
+        limit = self.LIMIT
+
+        def low_fd_limit():
+            resource.setrlimit(resource.RLIMIT_NOFILE, (limit, limit))
+        d = self.start({"max_connections": 1000}, preexec_fn=low_fd_limit)
+        base = d.fd_count()
+        self.assertLess(base, 20, "daemon holds %d fds at rest" % base)
+        clients = []
+        for i in range(self.CLIENTS):  # the kernel completes them: they wait in the backlog
+            clients.append(self.client(d))
+        d.wait_log(r"^<4>accept: Too many open files; pausing accepts", timeout=60)
+        # Paused, not spinning: CPU used over a quiet window stays small.
+        cpu0, t0 = d.cpu_seconds(), time.monotonic()
+        time.sleep(2.0)
+        used, window = d.cpu_seconds() - cpu0, time.monotonic() - t0
+        self.assertLess(used, 0.25 * window,
+                        "daemon used %.2f s of CPU in %.1f s while accepts were paused"
+                        % (used, window))
+        # Connections that were accepted keep full service.
+        for i, s in enumerate(clients[:20]):
+            msg = b"early %d" % i
+            s.sendall(msg)
+            self.assertEqual(recv_exact(s, len(msg)), msg)
+        # Free most of the fds: every waiting connection gets served.
+        for s in clients[:60]:
+            s.close()
+        for i, s in enumerate(clients[60:]):
+            data = harness.random_bytes(5000, seed=i)
+            s.sendall(data)
+            got = recv_exact(s, len(data), timeout=60)
+            if got != data:
+                d.fail("waiting client %d: wrong echo" % (60 + i))
+        warnings = d.find_log(r"^<4>accept: Too many open files")
+        self.assertLess(len(warnings), 20, "the EMFILE warning is not rate-limited")
+        for s in clients[60:]:
+            s.shutdown(socket.SHUT_WR)
+            self.assertEqual(recv_until_eof(s), b"")
+            s.close()
+        d.wait_fd_count(base)
+        self.assertEqual(d.stop(), 0)
+
+
+if __name__ == "__main__":
+    unittest.main()

@@ -1,0 +1,173 @@
+"""SIGHUP reload: a bad file changes nothing, a good one applies limits, log level, listeners."""
+
+import os
+import re
+import signal
+import socket
+import time
+import unittest
+
+import harness
+from harness import DaemonTestCase, expect_eof, free_port, recv_until_eof, write_config
+
+harness.exit_77_unless_io_uring()
+
+
+class ReloadTest(DaemonTestCase):
+
+    def start_reloadable(self, settings, ports=None):
+        """A daemon whose config names concrete ports, so a reload can repeat them."""
+        ports = ports or [free_port()]
+        conf = dict(settings)
+        conf["listen"] = ["127.0.0.1:%d" % p for p in ports]
+        d = self.start(conf)
+        self.assertEqual(sorted(p for h, p in d.listeners), sorted(ports))
+        return d
+
+    def reload(self, d, settings=None, text=None, expect_ok=True):
+        """Rewrite d's config file, send SIGHUP, wait for the verdict; the log mark."""
+        if text is None:
+            conf = dict(d.settings)
+            conf.update(settings or {})
+            text = harness.config_text(conf)
+        write_config(text, path=d.conf)
+        mark = d.log_mark()
+        d.send_signal(signal.SIGHUP)
+        if expect_ok:
+            d.wait_log(r"^<5>reloaded configuration from %s$" % re.escape(d.conf), start=mark)
+            d.settings = conf
+        else:
+            d.wait_log(r"^<4>reload failed; keeping the old configuration$", start=mark)
+        return mark
+
+    def assert_serves(self, d, index=0):
+        s = d.connect(index)
+        msg = b"new connection %f" % time.monotonic()
+        self.assertEqual(harness.echo_roundtrip(s, msg), msg)
+        s.close()
+
+    def test_bad_file_keeps_serving(self):
+        d = self.start_reloadable({"max_connections": 100})
+        old = self.client(d)
+        self.assertEqual(harness.echo_roundtrip(old, b"before"), b"before")
+        good_text = harness.config_text(d.settings)
+        cases = [
+            ("syntax", good_text + "backlog = ;\n", r"syntax error"),
+            ("range", good_text + "backlog = 0;\n", re.escape("'backlog' = 0 is out of range (1..65535)")),
+            ("typo", good_text + "max_conections = 3;\n", r"unknown key 'max_conections'"),
+        ]
+        line = len(good_text.splitlines()) + 1
+        for name, text, pattern in cases:
+            with self.subTest(name):
+                mark = self.reload(d, text=text, expect_ok=False)
+                d.wait_log(r"^<3>%s:%d: %s" % (re.escape(d.conf), line, pattern), start=mark)
+                d.assert_running()
+                self.assertEqual(harness.echo_roundtrip(old, name.encode()), name.encode())
+                self.assert_serves(d)
+        # The old max_connections (100) still holds: the typo's 3 was not applied.
+        socks = [self.client(d) for _ in range(5)]
+        for s in socks:
+            self.assertEqual(harness.echo_roundtrip(s, b"ok"), b"ok")
+            s.close()
+        # A missing file is a failed reload too.
+        mark = d.log_mark()
+        os.unlink(d.conf)
+        d.send_signal(signal.SIGHUP)
+        d.wait_log(r"^<3>cannot read config %s: No such file or directory$" % re.escape(d.conf),
+                   start=mark)
+        d.wait_log(r"^<4>reload failed; keeping the old configuration$", start=mark)
+        self.assertEqual(harness.echo_roundtrip(old, b"after"), b"after")
+        old.close()
+        self.assertEqual(d.stop(), 0)
+
+    def test_lower_max_connections(self):
+        d = self.start_reloadable({"max_connections": 100})
+        old = [self.client(d) for _ in range(5)]
+        for s in old:
+            self.assertEqual(harness.echo_roundtrip(s, b"hi"), b"hi")
+        self.reload(d, {"max_connections": 3})
+        # Existing connections keep working, even above the new limit.
+        for i, s in enumerate(old):
+            self.assertEqual(harness.echo_roundtrip(s, b"still %d" % i), b"still %d" % i)
+        # A new one is over the limit: closed at once.
+        extra = self.client(d)
+        expect_eof(extra, timeout=10)
+        # Down to 2: a new one fits again (the closes are asynchronous: retry).
+        for s in old[2:]:
+            s.close()
+        deadline = time.monotonic() + harness.IO_TIMEOUT
+        while True:
+            s = self.client(d)
+            try:
+                got = harness.echo_roundtrip(s, b"fits")
+                break
+            except AssertionError:  # EOF: the daemon has not processed the closes yet
+                s.close()
+                if time.monotonic() > deadline:
+                    d.fail("no connection accepted after the count fell below the new limit")
+                time.sleep(0.05)
+        self.assertEqual(got, b"fits")
+        over = self.client(d)  # 3 open now: this one is over
+        expect_eof(over, timeout=10)
+        for s in old[:2]:
+            self.assertEqual(harness.echo_roundtrip(s, b"kept"), b"kept")
+            s.close()
+        s.close()
+        self.assertEqual(d.stop(), 0)
+
+    def test_log_level_change(self):
+        d = self.start_reloadable({"log_level": "info"})
+        self.assert_serves(d)
+        self.assertFalse(d.find_log(r"^<7>"), "debug lines at log_level info")
+        mark = self.reload(d, {"log_level": "debug"})
+        self.assert_serves(d)
+        d.wait_log(r"^<7>", start=mark)
+        mark = self.reload(d, {"log_level": "notice"})
+        # Info lines are off now: a stats line (info) must not appear.
+        self.assert_serves(d)
+        d.send_signal(signal.SIGUSR1)
+        self.assertEqual(d.stop(), 0)
+        reloaded = max(i for i, l in enumerate(d.lines) if l.startswith("<5>reloaded"))
+        chatty = [l for l in d.lines[reloaded + 1:] if re.match(r"<[67]>", l)]
+        self.assertEqual(chatty, [], "info/debug lines after a reload to notice")
+
+    def test_listen_change(self):
+        a, b, c = free_port(), free_port(), free_port()
+        while len({a, b, c}) < 3:
+            c = free_port()
+        d = self.start_reloadable({}, ports=[a, b])
+        on_a = self.client(d, 0 if d.listeners[0][1] == a else 1)
+        self.assertEqual(harness.echo_roundtrip(on_a, b"on a"), b"on a")
+        mark = self.reload(d, {"listen": ["127.0.0.1:%d" % a, "127.0.0.1:%d" % c]})
+        d.wait_log(r"^<5>listening on 127\.0\.0\.1:%d$" % c, start=mark)
+        self.assertFalse(d.find_log(r"^<5>listening on 127\.0\.0\.1:%d$" % a, start=mark),
+                         "the unchanged listener was reopened")
+        self.assertTrue(harness.wait_refused("127.0.0.1", b, timeout=10),
+                        "removed listener %d still accepts" % b)
+        with harness.connect("127.0.0.1", c) as sc:
+            self.assertEqual(harness.echo_roundtrip(sc, b"on c"), b"on c")
+        with harness.connect("127.0.0.1", a) as sa:
+            self.assertEqual(harness.echo_roundtrip(sa, b"new on a"), b"new on a")
+        # The connection on the unchanged listener never noticed.
+        data = harness.random_bytes(200000, seed=4)
+        harness.assert_same(self, harness.echo_roundtrip(on_a, data), data)
+        on_a.shutdown(socket.SHUT_WR)
+        self.assertEqual(recv_until_eof(on_a), b"")
+        self.assertEqual(d.stop(), 0)
+
+    def test_restart_only_change_is_logged(self):
+        d = self.start_reloadable({"buffer_size": 4096})
+        old = self.client(d)
+        mark = self.reload(d, {"buffer_size": 8192, "max_pending_bytes": 65536})
+        lines = [l for l in d.lines[mark:] if "buffer_size" in l]
+        self.assertTrue(lines, "a buffer_size change was not logged as needing a restart:\n"
+                        + d.log_text())
+        self.assertRegex(lines[0], r"(?i)restart")
+        self.assertEqual(harness.echo_roundtrip(old, b"same"), b"same")
+        self.assert_serves(d)
+        old.close()
+        self.assertEqual(d.stop(), 0)
+
+
+if __name__ == "__main__":
+    unittest.main()
