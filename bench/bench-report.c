@@ -9,6 +9,7 @@ static const char *const mode_names[] = {"pingpong", "pipelined", "hold"};
 struct figures {
 	double secs, rate, client_cpu;
 	double srv_user, srv_sys, srv_tasks, srv_cpu;
+	double others, steal; /* CPU seconds of everything else, and stolen */
 	uint64_t p50, p90, p99, p999, mean;
 };
 
@@ -24,6 +25,8 @@ static void compute(const struct bench *b, struct figures *f)
 	f->srv_sys = w->srv1.sys_s - w->srv0.sys_s;
 	f->srv_tasks = w->srv1.tasks_s - w->srv0.tasks_s;
 	f->srv_cpu = f->srv_user + f->srv_sys;
+	f->others = (w->busy1 - w->busy0) - f->client_cpu - (w->srv_ok ? f->srv_cpu : 0);
+	f->steal = w->steal1 - w->steal0;
 	f->p50 = hist_quantile(h, 0.50);
 	f->p90 = hist_quantile(h, 0.90);
 	f->p99 = hist_quantile(h, 0.99);
@@ -45,6 +48,8 @@ static void print_text(const struct bench *b, const struct figures *f)
 	       f->mean / 1e3);
 	printf("  client:   CPU %.2f s (%.0f %% of a core)\n", f->client_cpu,
 	       f->secs > 0 ? 100 * f->client_cpu / f->secs : 0);
+	printf("  machine:  %.2f CPU-s used by other processes, %.2f s stolen\n",
+	       f->others, f->steal);
 	if (!b->win.srv_ok)
 		return;
 	printf("  server:   CPU %.2f s (user %.2f + sys %.2f), %d threads, %.2f us/msg, "
@@ -85,7 +90,8 @@ static void print_json(const struct bench *b, const struct figures *f)
 	       (unsigned long long)f->p99, (unsigned long long)f->p999,
 	       (unsigned long long)b->hist.max, (unsigned long long)f->mean,
 	       (unsigned long long)b->hist.count);
-	printf("\"client_cpu_s\":%.3f,", f->client_cpu);
+	printf("\"client_cpu_s\":%.3f,\"others_cpu_s\":%.3f,\"steal_s\":%.3f,",
+	       f->client_cpu, f->others, f->steal);
 	print_server_json(b, f);
 	printf("}\n");
 }

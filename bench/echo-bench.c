@@ -386,6 +386,7 @@ static void window_open(struct bench *b)
 	perf_command(b, "enable\n");
 	if (b->o.server_pid)
 		b->win.srv_ok = proc_cpu_read(b->o.server_pid, &b->win.srv0) == 0;
+	proc_machine_busy(&b->win.busy0, &b->win.steal0);
 	b->win.client_cpu0 = self_cpu_s();
 	b->win.t0 = now_ns();
 	hist_reset(&b->hist);
@@ -397,6 +398,7 @@ static void window_close(struct bench *b)
 	b->win.t1 = now_ns();
 	b->win.msgs = b->msgs;
 	b->win.client_cpu1 = self_cpu_s();
+	proc_machine_busy(&b->win.busy1, &b->win.steal1);
 	if (b->win.srv_ok)
 		b->win.srv_ok = proc_cpu_read(b->o.server_pid, &b->win.srv1) == 0;
 	perf_command(b, "disable\n");

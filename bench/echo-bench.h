@@ -53,6 +53,7 @@ struct window {
 	double client_cpu0, client_cpu1;
 	struct proc_cpu srv0, srv1;
 	bool srv_ok;
+	double busy0, busy1, steal0, steal1; /* whole machine */
 };
 
 struct bench {

@@ -19,7 +19,9 @@
  *  - EMFILE: a reserved descriptor is given up to accept and close the
  *    connection at once, so the listener is not reported ready forever;
  *  - TCP_NODELAY on every connection, SIGPIPE ignored, clean exit on
- *    SIGTERM/SIGINT (so valgrind can write its profile).
+ *    SIGTERM/SIGINT read from a signalfd in the epoll set (a flag set by a
+ *    handler can land just before epoll_wait and be lost; valgrind, which
+ *    must exit to write its profile, hits that window).
  *
  * Usage: epoll-echo [-l HOST:PORT | -p PORT] [-b BYTES] [-m BYTES] [-q]
  */
@@ -38,6 +40,7 @@
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/resource.h>
+#include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -59,6 +62,7 @@ struct conn {
 struct server {
 	int epfd;
 	int lfd;
+	int sigfd;
 	int reserve_fd; /* given up to accept-and-close on EMFILE */
 	char *buf;
 	size_t buf_size;
@@ -67,13 +71,8 @@ struct server {
 	bool quiet;
 };
 
-/* Written by the signal handler only; the loop reads it after EINTR. */
-static volatile sig_atomic_t stop_requested;
-
-static void on_stop_signal(int sig)
-{
-	stop_requested = sig;
-}
+/* epoll_event.data.ptr of the two non-connection descriptors. */
+static char listener_tag, signal_tag;
 
 static int parse_listen(const char *arg, struct sockaddr_in *sin)
 {
@@ -327,7 +326,7 @@ static int run_loop(struct server *srv)
 
 	if (!events)
 		return -ENOMEM;
-	while (!stop_requested) {
+	for (bool stop = false; !stop;) {
 		int n = epoll_wait(srv->epfd, events, EVENTS_MAX, -1);
 
 		if (n < 0 && errno != EINTR) {
@@ -335,10 +334,14 @@ static int run_loop(struct server *srv)
 			return -errno;
 		}
 		for (int i = 0; i < n; i++) {
-			if (events[i].data.ptr == NULL)
+			void *tag = events[i].data.ptr;
+
+			if (tag == &listener_tag)
 				on_listener(srv);
+			else if (tag == &signal_tag)
+				stop = true;
 			else
-				on_conn_event(srv, events[i].data.ptr, events[i].events);
+				on_conn_event(srv, tag, events[i].events);
 		}
 	}
 	free(events);
@@ -356,19 +359,30 @@ static void raise_nofile(void)
 	}
 }
 
-static void install_signals(void)
+/* SIGTERM/SIGINT become readable on a signalfd; returns it or -errno. */
+static int signals_init(void)
 {
-	struct sigaction sa = {.sa_handler = on_stop_signal};
+	sigset_t set;
+	int fd;
 
-	sigaction(SIGTERM, &sa, NULL); /* no SA_RESTART: epoll_wait returns EINTR */
-	sigaction(SIGINT, &sa, NULL);
 	signal(SIGPIPE, SIG_IGN);
+	sigemptyset(&set);
+	sigaddset(&set, SIGTERM);
+	sigaddset(&set, SIGINT);
+	if (sigprocmask(SIG_BLOCK, &set, NULL) < 0)
+		return -errno;
+	fd = signalfd(-1, &set, SFD_NONBLOCK | SFD_CLOEXEC);
+	return fd < 0 ? -errno : fd;
 }
 
 static int server_init(struct server *srv, const struct sockaddr_in *sin)
 {
-	struct epoll_event ev = {.events = EPOLLIN, .data.ptr = NULL};
+	struct epoll_event ev = {.events = EPOLLIN, .data.ptr = &listener_tag};
+	struct epoll_event sev = {.events = EPOLLIN, .data.ptr = &signal_tag};
 
+	srv->sigfd = signals_init();
+	if (srv->sigfd < 0)
+		return srv->sigfd;
 	srv->buf = malloc(srv->buf_size);
 	if (!srv->buf)
 		return -ENOMEM;
@@ -378,7 +392,8 @@ static int server_init(struct server *srv, const struct sockaddr_in *sin)
 	srv->epfd = epoll_create1(EPOLL_CLOEXEC);
 	if (srv->epfd < 0)
 		return -errno;
-	if (epoll_ctl(srv->epfd, EPOLL_CTL_ADD, srv->lfd, &ev) < 0)
+	if (epoll_ctl(srv->epfd, EPOLL_CTL_ADD, srv->lfd, &ev) < 0 ||
+	    epoll_ctl(srv->epfd, EPOLL_CTL_ADD, srv->sigfd, &sev) < 0)
 		return -errno;
 	srv->reserve_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
 	return 0;
@@ -451,7 +466,6 @@ int main(int argc, char **argv)
 	parse_listen("127.0.0.1:7777", &sin);
 	if (parse_args(argc, argv, &srv, &sin) < 0)
 		return 64;
-	install_signals();
 	raise_nofile();
 	err = server_init(&srv, &sin);
 	if (err < 0) {

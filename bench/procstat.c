@@ -55,6 +55,26 @@ static double sum_tasks(int pid, unsigned int *count)
 	return (double)ticks / (double)sysconf(_SC_CLK_TCK);
 }
 
+int proc_machine_busy(double *busy_s, double *steal_s)
+{
+	unsigned long long v[8] = {0};
+	double hz = (double)sysconf(_SC_CLK_TCK);
+	FILE *f = fopen("/proc/stat", "re");
+	int n;
+
+	if (!f)
+		return -errno;
+	/* cpu user nice system idle iowait irq softirq steal */
+	n = fscanf(f, "cpu %llu %llu %llu %llu %llu %llu %llu %llu", &v[0], &v[1], &v[2],
+		   &v[3], &v[4], &v[5], &v[6], &v[7]);
+	fclose(f);
+	if (n != 8)
+		return -EINVAL;
+	*busy_s = (double)(v[0] + v[1] + v[2] + v[5] + v[6]) / hz;
+	*steal_s = (double)v[7] / hz;
+	return 0;
+}
+
 int proc_cpu_read(int pid, struct proc_cpu *out)
 {
 	char path[64];

@@ -13,4 +13,8 @@ struct proc_cpu {
 /* Fills *out for process pid; returns 0 or -errno. */
 int proc_cpu_read(int pid, struct proc_cpu *out);
 
+/* Busy (non-idle) and stolen seconds of all CPUs since boot, from /proc/stat:
+ * what else ran during a window, and what the hypervisor took. */
+int proc_machine_busy(double *busy_s, double *steal_s);
+
 #endif
