@@ -144,6 +144,17 @@ def run_daemon(args, timeout=START_TIMEOUT, wrapper=None, preexec_fn=None):
                              % (cmd, timeout, e.stderr)) from None
 
 
+def _child_setup(preexec_fn):
+    """Child set-up: the daemon dies with the test process, even if ctest kills it."""
+    def setup():
+        import ctypes
+        PR_SET_PDEATHSIG = 1
+        ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+        if preexec_fn is not None:
+            preexec_fn()
+    return setup
+
+
 class Daemon:
     """One running ringechod, its log drained into memory by a thread."""
 
@@ -163,7 +174,7 @@ class Daemon:
         self.returncode = None
         self.proc = subprocess.Popen(self.cmd, stdin=subprocess.DEVNULL,
                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                     preexec_fn=preexec_fn)
+                                     preexec_fn=_child_setup(preexec_fn))
         self.pid = self.proc.pid
         self._threads = [
             threading.Thread(target=self._drain, args=(self.proc.stderr, True), daemon=True),

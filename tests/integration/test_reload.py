@@ -155,6 +155,22 @@ class ReloadTest(DaemonTestCase):
         self.assertEqual(recv_until_eof(on_a), b"")
         self.assertEqual(d.stop(), 0)
 
+    def test_per_ip_limit_and_idle_timeout_applied_live(self):
+        d = self.start_reloadable({"max_connections_per_ip": 0, "idle_timeout_ms": 0})
+        first = self.client(d, source="127.0.0.2")
+        self.assertEqual(harness.echo_roundtrip(first, b"one"), b"one")
+        self.reload(d, {"max_connections_per_ip": 1, "idle_timeout_ms": 1000})
+        second = self.client(d, source="127.0.0.2")
+        expect_eof(second, timeout=10)  # over the new per-address limit
+        with harness.connect("127.0.0.1", d.port, source="127.0.0.3") as other:
+            self.assertEqual(harness.echo_roundtrip(other, b"other"), b"other")
+        # The new idle timeout closes a connection that now stays silent.
+        expect_eof(first, timeout=60)
+        stats = d.stats()
+        self.assertEqual(stats["refused_per_ip"], 1, stats)
+        self.assertGreaterEqual(stats["idle_closed"], 1, stats)
+        self.assertEqual(d.stop(), 0)
+
     def test_restart_only_change_is_logged(self):
         d = self.start_reloadable({"buffer_size": 4096})
         old = self.client(d)
