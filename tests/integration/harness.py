@@ -440,6 +440,41 @@ def expect_eof(sock, timeout=IO_TIMEOUT):
         raise AssertionError("expected EOF, got %d bytes first: %r" % (len(data), data[:64]))
 
 
+def tcp_queues(local, remote):
+    """(tx_queue, rx_queue) of the TCP socket local -> remote, from /proc/net/tcp*.
+
+    local and remote are (host, port); None when there is no such socket.
+    """
+    lport, rport = "%04X" % local[1], "%04X" % remote[1]
+    for name in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with open(name) as f:
+            next(f)
+            for line in f:
+                fields = line.split()
+                if (fields[1].endswith(":" + lport) and fields[2].endswith(":" + rport)):
+                    tx, rx = fields[4].split(":")
+                    return int(tx, 16), int(rx, 16)
+    return None
+
+
+def wait_received_by_daemon(sock, timeout=IO_TIMEOUT):
+    """Wait until the daemon has read every byte sent on sock (nothing queued on the way)."""
+    import fcntl
+    import struct
+    import termios
+    client, server = sock.getsockname()[:2], sock.getpeername()[:2]
+    deadline = time.monotonic() + timeout
+    while True:
+        outq = struct.unpack("i", fcntl.ioctl(sock, termios.TIOCOUTQ, b"\0\0\0\0"))[0]
+        queues = tcp_queues(server, client)
+        if outq == 0 and queues is not None and queues[1] == 0:
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError("the daemon has not read everything: client outq %d, "
+                                 "daemon side tx/rx %s" % (outq, queues))
+        time.sleep(0.01)
+
+
 def set_linger_reset(sock):
     """close() will then send an RST instead of a FIN."""
     import struct

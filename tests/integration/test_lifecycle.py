@@ -142,20 +142,42 @@ class ShutdownTest(DaemonTestCase):
         self.assert_last_line(d, 0, 1)
 
     def test_pending_echo_delivered_when_cut(self):
-        # A client with echo queued that it has not read yet when the deadline hits.
-        d = self.start({"shutdown_timeout_ms": 500, "max_pending_bytes": 4 << 20})
+        # Echo waiting in the daemon (the client has not read it yet) when the
+        # cut comes: it is still sent, then EOF.
+        d = self.start({"shutdown_timeout_ms": 600000, "max_pending_bytes": 32 << 20})
         s = self.client(d)
-        data = harness.random_bytes(1 << 20, seed=9)
-        s.sendall(data)  # fits: 1 MiB < max_pending_bytes plus the socket buffers
+        data = harness.random_bytes(8 << 20, seed=9)
+        s.settimeout(120)
+        s.sendall(data)  # more than the socket buffers hold: part waits in the daemon
+        # The cut echoes what was received: make sure that is everything.
+        harness.wait_received_by_daemon(s)
         mark = d.log_mark()
         d.send_signal(signal.SIGTERM)
         d.wait_log(SHUTTING_DOWN, start=mark)
-        # This client is slow: it reads only well after the 0.5 s deadline.
-        time.sleep(1.5)
+        d.send_signal(signal.SIGTERM)  # cut now
         got = recv_until_eof(s, timeout=60)
         harness.assert_same(self, got, data)
         self.assertEqual(d.wait_exit(), 0)
         self.assert_last_line(d, 0, 1)
+
+    def test_client_that_never_reads_does_not_hold_shutdown(self):
+        deadline_s = 0.5
+        d = self.start({"shutdown_timeout_ms": int(deadline_s * 1000),
+                        "max_pending_bytes": 32 << 20})
+        s = self.client(d)
+        data = harness.random_bytes(8 << 20, seed=10)
+        s.settimeout(120)
+        s.sendall(data)
+        t0 = time.monotonic()
+        d.send_signal(signal.SIGTERM)
+        rc = d.wait_exit()
+        exited = time.monotonic() - t0
+        self.assertEqual(rc, 0, d.log_text())
+        self.assertLess(exited, deadline_s + 5.0, "exited %.1f s after SIGTERM" % exited)
+        self.assert_last_line(d, 0, 1)
+        # What did reach the client is an exact prefix, then a clean EOF.
+        got = recv_until_eof(s, timeout=60)
+        harness.assert_same(self, got, data[:len(got)], "echo prefix")
 
 
 class StatsSignalTest(DaemonTestCase):

@@ -121,6 +121,7 @@ class IdleTimeoutTest(DaemonTestCase):
         data = harness.random_bytes(8 * MiB, seed=8)
         slow.settimeout(120)
         slow.sendall(data)  # never reading: the echo queues up in the daemon
+        harness.wait_received_by_daemon(slow)
         # A witness connection opened later goes idle later: once it is closed,
         # the slow one's timer has certainly fired too.
         witness = self.client(d)
