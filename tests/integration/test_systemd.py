@@ -251,26 +251,35 @@ class SocketActivationTest(SystemdTestCase):
         if not self.activate:
             self.skipTest("systemd-socket-activate not installed (package systemd)")
 
-    def start_activated(self, addrs, config_listen):
-        argv = [self.activate]
-        for a in addrs:
-            argv += ["-l", a]
-        # systemd-socket-activate passes on only the variables it is told to.
-        argv += ["-E", f"NOTIFY_SOCKET={self.notify.path}",
-                 binary(), "-c", self.config(config_listen)]
-        d = self.start(argv)
-        # It binds, then waits for the first connection before it execs the
-        # daemon (whose accept finds that connection in the backlog).
-        for a in addrs:
-            d.wait_log(r"^Listening on " + re.escape(a) + " as ")
-        return d
+    def start_activated(self, hosts, config_listen):
+        """ringechod behind systemd-socket-activate on one port of each host; (daemon, port)."""
+        for attempt in range(5):
+            port = free_port(hosts)
+            addrs = [f"[{h}]:{port}" if ":" in h else f"{h}:{port}" for h in hosts]
+            argv = [self.activate]
+            for a in addrs:
+                argv += ["-l", a]
+            # systemd-socket-activate passes on only the variables it is told to.
+            argv += ["-E", f"NOTIFY_SOCKET={self.notify.path}",
+                     binary(), "-c", self.config(config_listen)]
+            d = self.start(argv)
+            # It binds, then waits for the first connection before it execs
+            # the daemon (whose accept finds that connection in the backlog).
+            try:
+                for a in addrs:
+                    d.wait_log(r"^Listening on " + re.escape(a) + " as ")
+                return d, port
+            except AssertionError:
+                d.kill()
+                if not d.grep("Address already in use"):
+                    raise
+                # Someone took the port since free_port() saw it free.
+        raise AssertionError(f"no free port for {hosts} in 5 attempts")
 
     def test_serves_the_handed_sockets_and_ignores_listen(self):
         hosts = ["127.0.0.1"] + (["::1"] if have_ipv6_loopback() else [])
-        port = free_port(hosts)
         unused = free_port(hosts)
-        addrs = [f"127.0.0.1:{port}"] + ([f"[::1]:{port}"] if "::1" in hosts else [])
-        d = self.start_activated(addrs, [f"127.0.0.1:{unused}"])
+        d, port = self.start_activated(hosts, [f"127.0.0.1:{unused}"])
         for host in hosts:
             payload = os.urandom(100_000)
             self.assertEqual(echo_once(host, port, payload), payload, f"echo via {host}")
@@ -285,8 +294,7 @@ class SocketActivationTest(SystemdTestCase):
     def test_ipv6_socket_alone(self):
         if not have_ipv6_loopback():
             self.skipTest("no IPv6 loopback")
-        port = free_port(("::1",))
-        d = self.start_activated([f"[::1]:{port}"], ["127.0.0.1:0"])
+        d, port = self.start_activated(["::1"], ["127.0.0.1:0"])
         self.assertEqual(echo_once("::1", port, b"six\n"), b"six\n")
         self.notify.wait("READY", "1")
         self.assert_stops_cleanly(d)
