@@ -33,6 +33,7 @@ struct config {
 	unsigned shutdown_timeout_ms;
 	unsigned idle_timeout_ms; /* 0: never */
 	unsigned sqpoll_idle_ms;  /* 0: no SQPOLL thread */
+	unsigned batch_wait_us;	  /* longest a completion waits for its batch; 0: none */
 };
 
 struct config_errors {

@@ -71,6 +71,7 @@ static void submit_send(struct server *s, struct conn *c)
 			   MSG_NOSIGNAL);
 	io_uring_sqe_set_data64(sqe, op_encode(OP_SEND, c->id));
 	c->flags |= CONN_SEND_ARMED;
+	s->sends_queued++;
 }
 
 /* Done with the memory the last send used. */
@@ -105,6 +106,7 @@ static void on_data(struct server *s, struct conn *c, uint16_t bid, uint32_t len
 		return;
 	}
 	s->stats.messages++;
+	s->recvs_batch++;
 	c->last_recv_ms = s->now_ms;
 	list_del(&c->lru);
 	list_add_tail(&s->idle_lru, &c->lru);

@@ -2,8 +2,15 @@
 #include "log.h"
 
 #include <errno.h>
+#include <signal.h>
 #include <stdio.h>
 #include <string.h>
+
+/* Linux 6.12: io_uring_getevents_arg.min_wait_usec (liburing 2.3 calls the
+ * field "pad" and has no helper for it). */
+#ifndef IORING_FEAT_MIN_TIMEOUT
+#define IORING_FEAT_MIN_TIMEOUT (1U << 15)
+#endif
 
 /* Most to least wanted. DEFER_TASKRUN runs completions only when we ask for
  * them, so they arrive in batches and without interrupting the loop; SQPOLL
@@ -89,6 +96,8 @@ int ring_init(struct ring *r, unsigned entries, unsigned sqpoll_idle_ms, const c
 		*why = explain_setup_error(ret);
 		return ret;
 	}
+	r->min_wait = !(r->flags & IORING_SETUP_SQPOLL) &&
+		      (r->uring.features & IORING_FEAT_MIN_TIMEOUT);
 	/* Saves an fd lookup on every io_uring_enter; optional. */
 	r->fd_registered = io_uring_register_ring_fd(&r->uring) == 1;
 	return 0;
@@ -166,15 +175,48 @@ static void note_overflow(struct ring *r)
 	}
 }
 
-int ring_wait(struct ring *r, unsigned wait_nr, uint64_t timeout_ns)
+/* Submit and wait for wait_nr completions, but once min_wait_us has passed
+ * return with whatever has arrived (at least one). liburing 2.3 cannot pass
+ * min_wait_usec, so publish the SQ tail as io_uring_submit() would and
+ * enter the kernel ourselves. */
+static int enter_batch(struct ring *r, unsigned wait_nr, unsigned min_wait_us,
+		       struct __kernel_timespec *ts)
+{
+	struct io_uring_sq *sq = &r->uring.sq;
+	struct io_uring_getevents_arg arg = {
+	    .sigmask = 0,
+	    .sigmask_sz = _NSIG / 8,
+	    .pad = min_wait_us,
+	    .ts = (uint64_t)(uintptr_t)ts,
+	};
+	unsigned flags = IORING_ENTER_GETEVENTS | IORING_ENTER_EXT_ARG;
+	int fd = r->uring.ring_fd;
+
+	if (sq->sqe_head != sq->sqe_tail) {
+		sq->sqe_head = sq->sqe_tail;
+		io_uring_smp_store_release(sq->ktail, sq->sqe_tail);
+	}
+	if (r->fd_registered) {
+		flags |= IORING_ENTER_REGISTERED_RING;
+		fd = r->uring.enter_ring_fd;
+	}
+	return io_uring_enter2(fd, *sq->ktail - IO_URING_READ_ONCE(*sq->khead), wait_nr,
+			       flags, (sigset_t *)&arg, sizeof(arg));
+}
+
+int ring_wait(struct ring *r, unsigned wait_nr, unsigned min_wait_us, uint64_t timeout_ns)
 {
 	struct __kernel_timespec ts = {.tv_sec = timeout_ns / 1000000000,
 				       .tv_nsec = timeout_ns % 1000000000};
 	struct io_uring_cqe *cqe;
 	int ret;
 
-	ret = io_uring_submit_and_wait_timeout(&r->uring, &cqe, wait_nr,
-					       timeout_ns ? &ts : NULL, NULL);
+	/* A batch wait needs a bound: without min_wait_usec, wait for one. */
+	if (wait_nr > 1 && min_wait_us && timeout_ns && r->min_wait)
+		ret = enter_batch(r, wait_nr, min_wait_us, &ts);
+	else
+		ret = io_uring_submit_and_wait_timeout(&r->uring, &cqe, 1,
+						       timeout_ns ? &ts : NULL, NULL);
 	/* Passing conditions: a timeout, a signal, or the kernel short of
 	 * memory for requests or of room for completions; reaping the
 	 * completions we have is the cure for the last two. */
@@ -200,11 +242,12 @@ unsigned ring_dispatch(struct ring *r, ring_cqe_fn fn, void *ctx)
 
 const char *ring_describe(const struct ring *r, char *buf, unsigned len)
 {
-	snprintf(buf, len, "%u SQ / %u CQ entries%s%s%s%s", r->uring.sq.ring_entries,
+	snprintf(buf, len, "%u SQ / %u CQ entries%s%s%s%s%s", r->uring.sq.ring_entries,
 		 r->uring.cq.ring_entries,
 		 r->flags & IORING_SETUP_DEFER_TASKRUN ? ", defer-taskrun" : "",
 		 r->flags & IORING_SETUP_COOP_TASKRUN ? ", coop-taskrun" : "",
 		 r->flags & IORING_SETUP_SQPOLL ? ", sqpoll" : "",
-		 r->fd_registered ? ", registered fd" : "");
+		 r->fd_registered ? ", registered fd" : "",
+		 r->min_wait ? ", batched waits" : "");
 	return buf;
 }

@@ -15,6 +15,7 @@ struct ring {
 	struct io_uring uring;
 	unsigned flags;	       /* IORING_SETUP_* that the kernel accepted */
 	bool fd_registered;    /* io_uring_register_ring_fd succeeded */
+	bool min_wait;	       /* the kernel takes min_wait_usec (Linux 6.12) */
 	uint64_t cq_overflows; /* times the kernel had to park completions */
 	unsigned lost_seen;    /* last value of the kernel's dropped-CQE count */
 };
@@ -34,9 +35,12 @@ int ring_probe(struct ring *r, const char **missing);
  * kernel refuses submission (then the caller gives up that one operation). */
 struct io_uring_sqe *ring_get_sqe(struct ring *r);
 
-/* Submit what is queued and wait for at least wait_nr completions, or until
- * timeout_ns (0: no timeout) passes. 0, or -errno for a real failure. */
-int ring_wait(struct ring *r, unsigned wait_nr, uint64_t timeout_ns);
+/* Submit what is queued and wait: for wait_nr completions, but no longer
+ * than min_wait_us once one has arrived (where the kernel supports that;
+ * elsewhere for one), and no longer than timeout_ns (0: no limit) in all.
+ * 0, or -errno for a real failure. */
+int ring_wait(struct ring *r, unsigned wait_nr, unsigned min_wait_us,
+	      uint64_t timeout_ns);
 
 /* Hand every completion present to fn, then mark them seen. Returns how many. */
 unsigned ring_dispatch(struct ring *r, ring_cqe_fn fn, void *ctx);

@@ -75,6 +75,9 @@ struct server {
 	uint64_t accept_resume_ms;  /* 0: accepting; else when to retry */
 	uint64_t deadline_ms;	    /* end of the drain, then of the cut */
 	uint64_t drained, cut;	    /* connections, for the last log line */
+	unsigned sends_queued;	    /* sends since the last enter */
+	unsigned recvs_batch;	    /* receives with data in this batch */
+	unsigned recvs_last;	    /* ... and in the one before */
 	struct ratelimit rl_accept, rl_refuse;
 };
 
