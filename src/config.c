@@ -47,6 +47,7 @@ static const struct key_spec keys[] = {
     UINT_KEY(shutdown_timeout_ms, 0, 3600000, false),
     UINT_KEY(idle_timeout_ms, 0, 86400000, false),
     UINT_KEY(sqpoll_idle_ms, 0, 60000, false),
+    UINT_KEY(batch_wait_us, 0, 10000, false),
 };
 
 #define NKEYS (sizeof(keys) / sizeof(keys[0]))

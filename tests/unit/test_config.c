@@ -114,9 +114,27 @@ static void test_addresses(void)
 		CHECK(config_parse_addr(bad[i], &a) == -EINVAL);
 }
 
+/* The example config spells out every key with its default. */
+static void test_example_file(void)
+{
+	struct config cfg, defaults;
+	struct config_errors errs;
+	char example[512];
+
+	snprintf(example, sizeof(example), "%s/conf/ringechod.conf", RINGECHO_SOURCE_DIR);
+	config_defaults(&defaults);
+	CHECK(config_load(&cfg, example, &errs) == 0);
+	for (unsigned i = 0; i < errs.count; i++)
+		fprintf(stderr, "%s\n", errs.msg[i]);
+	CHECK(memcmp(&cfg, &defaults, sizeof(cfg)) == 0);
+	CHECK(load_text("batch_wait_us = 0;\n", &cfg, &errs) == 0 &&
+	      cfg.batch_wait_us == 0);
+}
+
 int main(void)
 {
 	log_set_level(LOG_ERR);
+	test_example_file();
 	test_defaults_and_values();
 	test_errors();
 	test_addresses();
