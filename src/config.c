@@ -61,8 +61,8 @@ void config_defaults(struct config *cfg)
 	cfg->max_connections = 16384;
 	cfg->max_connections_per_ip = 0;
 	cfg->max_pending_bytes = 262144;
-	cfg->buffer_size = 4096;
-	cfg->buffer_count = 1024;
+	cfg->buffer_size = 16384;
+	cfg->buffer_count = 512;
 	cfg->ring_entries = 1024;
 	cfg->tcp_nodelay = true;
 	cfg->log_level = LOG_INFO;

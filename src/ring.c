@@ -176,18 +176,18 @@ static void note_overflow(struct ring *r)
 }
 
 /* Submit and wait for wait_nr completions, but once min_wait_us has passed
- * return with whatever has arrived (at least one). liburing 2.3 cannot pass
- * min_wait_usec, so publish the SQ tail as io_uring_submit() would and
+ * return with whatever has arrived, possibly nothing (no general timeout is
+ * given: arming a second timer costs on every call). liburing 2.3 cannot
+ * pass min_wait_usec, so publish the SQ tail as io_uring_submit() would and
  * enter the kernel ourselves. */
-static int enter_batch(struct ring *r, unsigned wait_nr, unsigned min_wait_us,
-		       struct __kernel_timespec *ts)
+static int enter_batch(struct ring *r, unsigned wait_nr, unsigned min_wait_us)
 {
 	struct io_uring_sq *sq = &r->uring.sq;
 	struct io_uring_getevents_arg arg = {
 	    .sigmask = 0,
 	    .sigmask_sz = _NSIG / 8,
 	    .pad = min_wait_us,
-	    .ts = (uint64_t)(uintptr_t)ts,
+	    .ts = 0,
 	};
 	unsigned flags = IORING_ENTER_GETEVENTS | IORING_ENTER_EXT_ARG;
 	int fd = r->uring.ring_fd;
@@ -204,19 +204,16 @@ static int enter_batch(struct ring *r, unsigned wait_nr, unsigned min_wait_us,
 			       flags, (sigset_t *)&arg, sizeof(arg));
 }
 
-int ring_wait(struct ring *r, unsigned wait_nr, unsigned min_wait_us, uint64_t timeout_ns)
+int ring_wait(struct ring *r, unsigned wait_nr, unsigned min_wait_us)
 {
-	struct __kernel_timespec ts = {.tv_sec = timeout_ns / 1000000000,
-				       .tv_nsec = timeout_ns % 1000000000};
-	struct io_uring_cqe *cqe;
 	int ret;
 
-	/* A batch wait needs a bound: without min_wait_usec, wait for one. */
-	if (wait_nr > 1 && min_wait_us && timeout_ns && r->min_wait)
-		ret = enter_batch(r, wait_nr, min_wait_us, &ts);
+	/* A batch wait needs a bound: without min_wait_usec, wait for one. No
+	 * timeout otherwise: the caller keeps a timer on the ring. */
+	if (wait_nr > 1 && min_wait_us && r->min_wait)
+		ret = enter_batch(r, wait_nr, min_wait_us);
 	else
-		ret = io_uring_submit_and_wait_timeout(&r->uring, &cqe, 1,
-						       timeout_ns ? &ts : NULL, NULL);
+		ret = io_uring_submit_and_wait(&r->uring, 1);
 	/* Passing conditions: a timeout, a signal, or the kernel short of
 	 * memory for requests or of room for completions; reaping the
 	 * completions we have is the cure for the last two. */

@@ -35,12 +35,11 @@ int ring_probe(struct ring *r, const char **missing);
  * kernel refuses submission (then the caller gives up that one operation). */
 struct io_uring_sqe *ring_get_sqe(struct ring *r);
 
-/* Submit what is queued and wait: for wait_nr completions, but no longer
- * than min_wait_us once one has arrived (where the kernel supports that;
- * elsewhere for one), and no longer than timeout_ns (0: no limit) in all.
- * 0, or -errno for a real failure. */
-int ring_wait(struct ring *r, unsigned wait_nr, unsigned min_wait_us,
-	      uint64_t timeout_ns);
+/* Submit what is queued and wait for wait_nr completions, but no longer
+ * than min_wait_us (then with what has arrived, possibly none) where the
+ * kernel supports that; elsewhere, and for wait_nr 1, wait for one with no
+ * time limit. 0, or -errno for a real failure. */
+int ring_wait(struct ring *r, unsigned wait_nr, unsigned min_wait_us);
 
 /* Hand every completion present to fn, then mark them seen. Returns how many. */
 unsigned ring_dispatch(struct ring *r, ring_cqe_fn fn, void *ctx);

@@ -194,22 +194,24 @@ static void dispatch(void *ctx, const struct io_uring_cqe *cqe)
 }
 
 /* How many completions to wait for. A send usually completes during the
- * enter that submits it, so those come at no wait; beyond them, expect half
- * as many receives as the last batch brought. One quiet connection thus
- * waits for exactly its next message (answered at once), while a busy loop
- * gathers a batch per enter, never holding one longer than batch_wait_us. */
+ * enter that submits it, so those come at no wait. After a batch of several
+ * receives, expect as many again: a busy loop then takes one enter per batch,
+ * and batch_wait_us bounds what a batch may cost a completion that came
+ * early. After a lone receive, wait for one completion and no timer: a single
+ * client is answered at once, with no timer armed for it. */
 static unsigned batch_target(const struct server *s)
 {
-	unsigned recvs = s->recvs_last / 2;
+	unsigned recvs = s->recvs_last < s->nconns ? s->recvs_last : s->nconns;
 
-	return s->sends_queued + (recvs ? recvs : 1);
+	if (recvs < BATCH_MIN_RECVS)
+		return 1;
+	return s->sends_queued + recvs;
 }
 
 int server_run(struct server *s)
 {
 	while (s->state != SERVER_DONE) {
-		int ret = ring_wait(&s->ring, batch_target(s), s->cfg.batch_wait_us,
-				    (uint64_t)TICK_MAX_MS * 1000000);
+		int ret = ring_wait(&s->ring, batch_target(s), s->cfg.batch_wait_us);
 
 		if (ret < 0) {
 			log_errno(LOG_ERR, -ret, "io_uring_enter");

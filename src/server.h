@@ -32,6 +32,8 @@ struct conn;
 #define CUT_GRACE_MS 500
 /* How long accepting stays paused after EMFILE when no connection closes. */
 #define ACCEPT_PAUSE_MS 1000
+/* Receives in the last batch that make the loop wait for a batch again. */
+#define BATCH_MIN_RECVS 2
 /* Fds kept free beyond max_connections: listeners, ring, signalfd, logs. */
 #define FD_RESERVE 32
 
