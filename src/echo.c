@@ -18,28 +18,28 @@ static struct conn *conn_of(struct server *s, const struct io_uring_cqe *cqe)
 	return conn_table_lookup(&s->conns, op_decode_id(cqe->user_data));
 }
 
-static void submit_cancel(struct server *s, struct conn *c, uint64_t what, int flags)
+/* Queue a cancel; false when no SQE could be had. */
+static bool submit_cancel(struct server *s, struct conn *c, uint64_t what, int flags)
 {
 	struct io_uring_sqe *sqe = ring_get_sqe(&s->ring);
 
-	if (!sqe) {
-		/* No SQE: shutting the socket down ends its recv and send too. */
-		shutdown(c->fd, SHUT_RDWR);
-		return;
-	}
+	if (!sqe)
+		return false;
 	if (flags & IORING_ASYNC_CANCEL_FD)
 		io_uring_prep_cancel_fd(sqe, c->fd, flags);
 	else
 		io_uring_prep_cancel64(sqe, what, flags);
 	io_uring_sqe_set_data64(sqe, op_encode(OP_CANCEL, c->id));
+	return true;
 }
 
+/* Backpressure. Without an SQE it is simply tried again at the next receive. */
 static void stop_recv(struct server *s, struct conn *c)
 {
 	if (!(c->flags & CONN_RECV_ARMED) || (c->flags & CONN_CANCELLING))
 		return;
-	c->flags |= CONN_CANCELLING;
-	submit_cancel(s, c, op_encode(OP_RECV, c->id), 0);
+	if (submit_cancel(s, c, op_encode(OP_RECV, c->id), 0))
+		c->flags |= CONN_CANCELLING;
 }
 
 static void submit_recv(struct server *s, struct conn *c)
@@ -262,8 +262,10 @@ static void echo_abort(struct server *s, struct conn *c)
 	list_del(&c->lru);
 	list_del(&c->wait);
 	c->flags &= ~CONN_STARVED;
-	if (c->flags & (CONN_RECV_ARMED | CONN_SEND_ARMED))
-		submit_cancel(s, c, 0, IORING_ASYNC_CANCEL_FD | IORING_ASYNC_CANCEL_ALL);
+	/* Without an SQE, shutting the socket down ends its recv and send. */
+	if ((c->flags & (CONN_RECV_ARMED | CONN_SEND_ARMED)) &&
+	    !submit_cancel(s, c, 0, IORING_ASYNC_CANCEL_FD | IORING_ASYNC_CANCEL_ALL))
+		shutdown(c->fd, SHUT_RDWR);
 }
 
 void echo_reset(struct server *s, struct conn *c)
