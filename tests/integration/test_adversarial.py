@@ -182,7 +182,7 @@ class BrokenConfigTest(AdversarialCase):
         valid.  Any literal beyond 32 bits must be an out-of-range error."""
         cases = {
             "max_connections = 4294967297;\n": "4294967297",
-            "max_pending_bytes = 4294971392;\n": "4294971392",
+            "max_pending_bytes = 4295229440;\n": "4295229440",
             "backlog = 0x100000001;\n": "0x100000001",
             "idle_timeout_ms = 4294967396;\n": "4294967396",
         }
@@ -453,6 +453,41 @@ class ResetAndHalfCloseTest(AdversarialCase):
         self.assertRegex(d.log_text().splitlines()[-1], r"cut 1 at the deadline")
 
 
+class ManyConnectionsTest(AdversarialCase):
+
+    def test_1500_half_closes_at_once(self):
+        d = self.start({"buffer_count": 64, "buffer_size": 1024})
+        base = d.fd_count()
+        n = 1500
+        socks = [d.connect() for _ in range(n)]
+        payloads = [random_bytes(1 + (i * 7919) % 6000, seed=i) for i in range(n)]
+        got = duplex(socks, payloads, timeout=120, half_close=True)
+        for i in range(n):
+            if got[i] != payloads[i]:
+                harness.assert_same(self, got[i], payloads[i], "connection %d" % i)
+        for s in socks:
+            s.close()
+        d.wait_fd_count(base)
+        self.stop_clean(d)
+
+    def test_reset_before_accept_burst(self):
+        # Connect and reset at once, 600 times, before the daemon has even
+        # accepted most of them: each costs nothing once gone.
+        d = self.start()
+        base = d.fd_count()
+        for i in range(600):
+            s = d.connect()
+            if i % 3 == 0:
+                s.send(b"gone")
+            reset(s)
+        s = self.client(d)
+        self.assertEqual(harness.echo_roundtrip(s, b"after the burst"), b"after the burst")
+        s.close()
+        d.wait_fd_count(base)
+        self.assertEqual(d.stats()["connections"], 0)
+        self.stop_clean(d)
+
+
 # --------------------------------------------------------------------------
 # Idle timeout against clients that are not idle
 
@@ -564,6 +599,8 @@ class SignalStormTest(AdversarialCase):
         base_cfg = dict(d.settings)
         with_b = dict(d.settings)
         with_b["listen"] = list(d.settings["listen"]) + ["127.0.0.1:%d" % port_b]
+        # Limits change under the streams too: backpressure far lower.
+        with_b["max_pending_bytes"] = 16 * KiB
         st = self.streamers(d, 20, seed=21)
         st.pump(lambda: min(st.received()) >= 16 * KiB, what="16 KiB each")
         on_b = []
