@@ -17,7 +17,6 @@ import os
 import re
 import signal
 import socket
-import struct
 import tempfile
 import threading
 import time
