@@ -2,6 +2,7 @@
 #include "log.h"
 
 #include <arpa/inet.h>
+#include <ctype.h>
 #include <errno.h>
 #include <libconfig.h>
 #include <netinet/in.h>
@@ -11,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 enum key_kind { KEY_UINT, KEY_BOOL, KEY_LEVEL, KEY_LISTEN };
 
@@ -195,18 +197,70 @@ static const struct key_spec *find_key(const char *name, const char **suggest)
 	return NULL;
 }
 
+/* libconfig 1.5 stores an integer written without an L suffix in 32 bits
+ * and wraps silently (4294967297 loads as 1). Read the literal as written
+ * from the setting's line; false when it cannot be found there. */
+static bool literal_as_written(const config_setting_t *s, const char *path,
+			       long long *out, bool *overflow, char *lit, size_t litlen)
+{
+	const char *file =
+	    config_setting_source_file(s) ? config_setting_source_file(s) : path;
+	const char *name = config_setting_name(s);
+	unsigned want = config_setting_source_line(s), line = 0;
+	char *text = NULL, *p = NULL, *end;
+	size_t cap = 0, n = strlen(name);
+	bool found = false;
+	FILE *f = fopen(file, "r");
+
+	while (f && !found && getline(&text, &cap, f) >= 0) {
+		if (++line != want)
+			continue;
+		for (p = text; (p = strstr(p, name)); p += n) {
+			bool word = (p == text ||
+				     !(isalnum((unsigned char)p[-1]) || p[-1] == '_'));
+			char *q = p + n + strspn(p + n, " \t");
+			if (word && (*q == '=' || *q == ':')) {
+				p = q + 1 + strspn(q + 1, " \t");
+				found = true;
+				break;
+			}
+		}
+	}
+	if (found) {
+		bool hex = p[0] == '0' && (p[1] == 'x' || p[1] == 'X');
+		errno = 0;
+		*out = strtoll(p, &end, hex ? 16 : 10);
+		*overflow = errno == ERANGE;
+		found = end != p;
+		snprintf(lit, litlen, "%.*s", (int)(end - p), p);
+	}
+	free(text);
+	if (f)
+		fclose(f);
+	return found;
+}
+
 static int set_uint(struct config *cfg, const struct key_spec *k,
 		    const config_setting_t *s, const char *path,
 		    struct config_errors *errs)
 {
 	int type = config_setting_type(s);
-	long long v;
+	long long v, written;
+	bool overflow;
+	char lit[64];
 
 	if (type != CONFIG_TYPE_INT && type != CONFIG_TYPE_INT64) {
 		add_error(errs, path, s, "'%s' must be an integer", k->name);
 		return -EINVAL;
 	}
 	v = config_setting_get_int64(s);
+	if (type == CONFIG_TYPE_INT &&
+	    literal_as_written(s, path, &written, &overflow, lit, sizeof(lit)) &&
+	    (overflow || written != v)) {
+		add_error(errs, path, s, "'%s' = %s is out of range (%lld..%lld)",
+			  k->name, lit, k->min, k->max);
+		return -EINVAL;
+	}
 	if (v < k->min || v > k->max) {
 		add_error(errs, path, s, "'%s' = %lld is out of range (%lld..%lld)",
 			  k->name, v, k->min, k->max);
@@ -260,6 +314,16 @@ static int set_level(struct config *cfg, const struct key_spec *k,
 	return 0;
 }
 
+/* Is listen[i] the same address as one before it? It could not be bound twice. */
+static bool listed_before(const struct listen_addr *listen, int i)
+{
+	for (int j = 0; j < i; j++)
+		if (listen[j].len == listen[i].len &&
+		    memcmp(&listen[j].ss, &listen[i].ss, listen[i].len) == 0)
+			return true;
+	return false;
+}
+
 static int set_listen(struct config *cfg, const struct key_spec *k,
 		      const config_setting_t *s, const char *path,
 		      struct config_errors *errs)
@@ -290,6 +354,9 @@ static int set_listen(struct config *cfg, const struct key_spec *k,
 			    "'listen': cannot parse address '%s' (expected A.B.C.D:PORT "
 			    "or [V6]:PORT)",
 			    text);
+			bad = -EINVAL;
+		} else if (listed_before(cfg->listen, i)) {
+			add_error(errs, path, e, "'listen': '%s' is listed twice", text);
 			bad = -EINVAL;
 		}
 	}
@@ -345,7 +412,13 @@ static int read_file(config_t *lc, const char *path, struct config_errors *errs)
 {
 	FILE *f = fopen(path, "r");
 	int err = errno;
+	struct stat st;
 
+	if (f && fstat(fileno(f), &st) == 0 && S_ISDIR(st.st_mode)) {
+		fclose(f);
+		f = NULL;
+		err = EISDIR;
+	}
 	if (!f) {
 		snprintf(errs->msg[errs->count++], CONFIG_ERROR_LEN,
 			 "cannot read config %s: %s", path, strerror(err));

@@ -37,10 +37,10 @@ struct conn {
 	char *send_buf;	   /* heap memory the send is using (NULL with a bid) */
 	uint32_t send_off; /* bytes of the current send already on the wire */
 	uint32_t send_len;
-	struct outq queue; /* bytes received while a send was in flight */
-	uint64_t last_recv_ms;
-	struct list lru;  /* in server.idle_lru, oldest first */
-	struct list wait; /* in server.starved while CONN_STARVED */
+	struct outq queue;	 /* bytes received while a send was in flight */
+	uint64_t last_active_ms; /* last byte received or echoed */
+	struct list lru;	 /* in server.idle_lru, oldest first */
+	struct list wait;	 /* in server.starved while CONN_STARVED */
 	struct peer_key peer;
 };
 

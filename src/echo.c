@@ -97,6 +97,16 @@ static void send_queue(struct server *s, struct conn *c)
 	submit_send(s, c);
 }
 
+/* Activity in either direction keeps a connection off the idle list's head:
+ * a client still reading its echo, or held back by backpressure while it
+ * reads, is not idle. */
+static void touch(struct server *s, struct conn *c)
+{
+	c->last_active_ms = s->now_ms;
+	list_del(&c->lru);
+	list_add_tail(&s->idle_lru, &c->lru);
+}
+
 static void on_data(struct server *s, struct conn *c, uint16_t bid, uint32_t len)
 {
 	if (c->flags & (CONN_CLOSING | CONN_NO_RECV)) {
@@ -107,9 +117,7 @@ static void on_data(struct server *s, struct conn *c, uint16_t bid, uint32_t len
 	}
 	s->stats.messages++;
 	s->recvs_batch++;
-	c->last_recv_ms = s->now_ms;
-	list_del(&c->lru);
-	list_add_tail(&s->idle_lru, &c->lru);
+	touch(s, c);
 	if (!(c->flags & CONN_SEND_ARMED) && !c->queue.len &&
 	    bufring_may_hold(&s->bufs)) {
 		c->send_bid = bid;
@@ -156,6 +164,8 @@ void echo_on_recv(struct server *s, const struct io_uring_cqe *cqe)
 	}
 	if (!(cqe->flags & IORING_CQE_F_MORE))
 		c->flags &= ~(CONN_RECV_ARMED | CONN_CANCELLING);
+	if (res <= 0 && (cqe->flags & IORING_CQE_F_BUFFER)) /* not seen; costs nothing */
+		bufring_recycle(&s->bufs, cqe->flags >> IORING_CQE_BUFFER_SHIFT);
 	if (res > 0)
 		on_data(s, c, cqe->flags >> IORING_CQE_BUFFER_SHIFT, res);
 	else if (res == 0)
@@ -187,6 +197,7 @@ void echo_on_send(struct server *s, const struct io_uring_cqe *cqe)
 	} else {
 		s->stats.bytes += res;
 		c->send_off += res;
+		touch(s, c);
 		if (c->send_off < c->send_len) {
 			s->stats.short_sends++; /* resume from where the kernel stopped */
 			submit_send(s, c);
@@ -309,20 +320,27 @@ void echo_expire_idle(struct server *s)
 	while (idle && !list_empty(&s->idle_lru)) {
 		struct conn *c = container_of(s->idle_lru.next, struct conn, lru);
 
-		if (s->now_ms - c->last_recv_ms < idle)
+		if (s->now_ms - c->last_active_ms < idle)
 			break;
+		if (conn_pending(c) || (c->flags & CONN_SEND_ARMED)) {
+			/* Its echo waits for the client to read it (maybe
+			 * with the receive paused for backpressure): it is
+			 * the client's turn, so the clock starts afresh. */
+			touch(s, c);
+			continue;
+		}
 		list_del(&c->lru);
 		if (c->flags & CONN_NO_RECV) {
-			/* Already told to finish a whole timeout ago and its
-			 * client still does not read its echo. */
+			/* Told to finish a whole timeout ago, its echo all
+			 * sent, and its client has still not closed. */
 			echo_reset(s, c);
 			continue;
 		}
 		s->stats.idle_closed++;
-		log_debug("connection %llu: idle for %llu ms; closing",
+		log_debug("connection %llu: idle for %llu ms; finishing it",
 			  (unsigned long long)c->id,
-			  (unsigned long long)(s->now_ms - c->last_recv_ms));
-		c->last_recv_ms = s->now_ms;
+			  (unsigned long long)(s->now_ms - c->last_active_ms));
+		c->last_active_ms = s->now_ms;
 		list_add_tail(&s->idle_lru, &c->lru);
 		echo_finish(s, c);
 	}
@@ -352,7 +370,7 @@ static struct conn *conn_new(struct server *s, int fd, const struct peer_key *pe
 	c->fd = fd;
 	c->send_bid = -1;
 	c->peer = *peer;
-	c->last_recv_ms = s->now_ms;
+	c->last_active_ms = s->now_ms;
 	list_init(&c->wait);
 	list_add_tail(&s->idle_lru, &c->lru);
 	if (conn_table_insert(&s->conns, c->id, c) < 0 ||

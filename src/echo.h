@@ -14,7 +14,8 @@ void echo_on_send(struct server *s, const struct io_uring_cqe *cqe);
 /* Re-arm connections whose recv found the buffer ring empty, once buffers
  * have come back. Call after each batch of completions. */
 void echo_retry_starved(struct server *s);
-/* Close connections idle for idle_timeout_ms (after their echo is sent). */
+/* Finish connections that sent nothing for idle_timeout_ms while none of
+ * their echo was waiting to be read; reset those still open a timeout after. */
 void echo_expire_idle(struct server *s);
 /* Receive no more from c; send what it already sent us, then a clean EOF. */
 void echo_finish(struct server *s, struct conn *c);

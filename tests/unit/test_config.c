@@ -86,6 +86,18 @@ static void test_errors(void)
 	CHECK(error_says(&errs, "'tcp_nodelay' must be a boolean", NULL));
 	CHECK(load_text("backlog = 0;\nfoo = 1;\n", &cfg, &errs) == -EINVAL);
 	CHECK(errs.count == 2); /* every problem at once */
+	/* libconfig 1.5 wraps unsuffixed literals to 32 bits: caught. */
+	CHECK(load_text("max_connections = 4294967297;\n", &cfg, &errs) == -EINVAL);
+	CHECK(error_says(&errs, "'max_connections' = 4294967297 is out of range", NULL));
+	CHECK(load_text("backlog = 0x100000001;\n", &cfg, &errs) == -EINVAL);
+	CHECK(error_says(&errs, "'backlog' = 0x100000001 is out of range", NULL));
+	CHECK(load_text("backlog = 99999999999999999999999;\n", &cfg, &errs) == -EINVAL);
+	CHECK(error_says(&errs, "'backlog' = 99999999999999999999999 is out", NULL));
+	CHECK(load_text("listen = [\"127.0.0.1:7\", \"127.0.0.1:7\"];\n", &cfg, &errs) ==
+	      -EINVAL);
+	CHECK(error_says(&errs, "'127.0.0.1:7' is listed twice", NULL));
+	CHECK(config_load(&cfg, "/tmp", &errs) == -EINVAL);
+	CHECK(errs.count == 1 && strstr(errs.msg[0], "Is a directory"));
 	CHECK(config_load(&cfg, "/nonexistent/ringechod.conf", &errs) == -ENOENT);
 	CHECK(errs.count == 1 && strstr(errs.msg[0], "No such file"));
 }
