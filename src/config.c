@@ -71,7 +71,7 @@ void config_defaults(struct config *cfg)
 	cfg->shutdown_timeout_ms = 10000;
 	cfg->idle_timeout_ms = 0;
 	cfg->sqpoll_idle_ms = 0;
-	cfg->batch_wait_us = 50;
+	cfg->batch_wait_us = 20;
 }
 
 static int parse_port(const char *s, struct sockaddr_storage *ss)
