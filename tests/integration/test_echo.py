@@ -199,6 +199,35 @@ class MultishotRearmTest(DaemonTestCase):
         self.assertEqual(d.stop(), 0)
 
 
+class ShortSendTest(DaemonTestCase):
+
+    def test_short_sends_resumed_at_the_right_offset(self):
+        # A client with a small receive buffer that reads nothing until it has
+        # sent 24 MiB, more than the daemon's socket send buffer can hold (it
+        # autotunes up to 4 MiB): the sends of its queued echo come back short,
+        # again and again, and each must resume exactly where the kernel
+        # stopped. The stats prove the short sends happened.
+        d = self.start({"max_pending_bytes": 32 * MiB})
+        s = socket.socket()
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        s.settimeout(harness.IO_TIMEOUT)
+        s.connect(d.addr)
+        self.addCleanup(s.close)
+        data = random_bytes(24 * MiB, seed=77)
+        sender = threading.Thread(target=s.sendall, args=(data,), daemon=True)
+        sender.start()
+        sender.join(harness.IO_TIMEOUT)
+        got = bytearray()
+        while len(got) < len(data):
+            chunk = s.recv(65521)  # an odd size, so offsets never line up
+            if not chunk:
+                break
+            got += chunk
+        assert_same(self, bytes(got), data)
+        self.assertGreater(d.stats()["short_sends"], 0, d.log_text())
+        self.assertEqual(d.stop(), 0)
+
+
 class SlowReaderTest(DaemonTestCase):
     """A client that sends and never reads costs bounded memory, then gets every byte."""
 
