@@ -446,12 +446,17 @@ def tcp_queues(local, remote):
     local and remote are (host, port); None when there is no such socket.
     """
     lport, rport = "%04X" % local[1], "%04X" % remote[1]
+    # A TIME_WAIT entry of an earlier connection that used the same two
+    # ports (ports are reused fast in a long test run) has empty queues and
+    # must not be taken for the live socket; nor must a listener.
+    stale = ("06", "0A")  # TCP_TIME_WAIT, TCP_LISTEN
     for name in ("/proc/net/tcp", "/proc/net/tcp6"):
         with open(name) as f:
             next(f)
             for line in f:
                 fields = line.split()
-                if (fields[1].endswith(":" + lport) and fields[2].endswith(":" + rport)):
+                if (fields[1].endswith(":" + lport) and fields[2].endswith(":" + rport)
+                        and fields[3] not in stale):
                     tx, rx = fields[4].split(":")
                     return int(tx, 16), int(rx, 16)
     return None
