@@ -1,8 +1,7 @@
 # A Debian package of ringecho, built with `cpack` (or `cmake --build . -t package`)
 # from a build configured with -DCMAKE_INSTALL_PREFIX=/usr: the binary in
 # /usr/sbin, the units where the local systemd looks, the man pages, and
-# /etc/ringecho/ringechod.conf as a conffile (GNUInstallDirs puts the /usr
-# prefix's sysconfdir at /etc).  Dependencies come from dpkg-shlibdeps, so
+# /etc/ringecho/ringechod.conf (RINGECHO_CONFDIR) as a conffile.  Dependencies come from dpkg-shlibdeps, so
 # building it needs dpkg-dev.
 
 if(NOT CMAKE_INSTALL_PREFIX STREQUAL "/usr")
@@ -46,7 +45,7 @@ set(RINGECHO_DEB_CONTROL ${PROJECT_BINARY_DIR}/debian-control)
 set(RINGECHO_DEB_UNITS "ringechod.service ringechod.socket")
 
 file(CONFIGURE OUTPUT ${RINGECHO_DEB_CONTROL}/conffiles @ONLY CONTENT
-"${CMAKE_INSTALL_FULL_SYSCONFDIR}/ringecho/ringechod.conf
+"${RINGECHO_CONFDIR}/ringechod.conf
 ")
 
 # configure: make systemd see new or changed units.  A first install starts
