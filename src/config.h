@@ -9,10 +9,10 @@
 #ifndef CONFIG_DEFAULT_PATH /* set by the build from RINGECHO_CONFDIR */
 #define CONFIG_DEFAULT_PATH "/etc/ringecho/ringechod.conf"
 #endif
-#define CONFIG_MAX_LISTEN   64
-#define CONFIG_ADDR_TEXT    64 /* "[v6]:port" fits with room */
-#define CONFIG_MAX_ERRORS   16
-#define CONFIG_ERROR_LEN    512
+#define CONFIG_MAX_LISTEN 64
+#define CONFIG_ADDR_TEXT  64 /* "[v6]:port" fits with room */
+#define CONFIG_MAX_ERRORS 16
+#define CONFIG_ERROR_LEN  512
 
 struct listen_addr {
 	struct sockaddr_storage ss;

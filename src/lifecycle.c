@@ -4,6 +4,7 @@
 #include "server.h"
 
 #include <errno.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
@@ -27,7 +28,8 @@ int lifecycle_init(struct server *s)
 	signal_set(&set);
 	if (sigprocmask(SIG_BLOCK, &set, NULL) < 0)
 		return -errno;
-	s->sigfd = signalfd(-1, &set, SFD_CLOEXEC);
+	/* Non-blocking: the ring only polls it; the loop reads it itself. */
+	s->sigfd = signalfd(-1, &set, SFD_CLOEXEC | SFD_NONBLOCK);
 	return s->sigfd < 0 ? -errno : 0;
 }
 
@@ -43,10 +45,13 @@ void lifecycle_arm(struct server *s)
 	struct io_uring_sqe *sqe = ring_get_sqe(&s->ring);
 
 	if (!sqe) {
-		log_error("cannot queue the signal read; signals wait for the next tick");
+		log_error("cannot queue the signal poll; signals wait for the next tick");
 		return;
 	}
-	io_uring_prep_read(sqe, s->sigfd, &s->siginfo, sizeof(s->siginfo), 0);
+	/* Poll, not read: a signalfd hands out the signals of the task that
+	 * reads it, and with SQPOLL an io_uring read would run in the kernel's
+	 * SQ thread. The loop's own thread reads it when it is ready. */
+	io_uring_prep_poll_add(sqe, s->sigfd, POLLIN);
 	io_uring_sqe_set_data64(sqe, op_encode(OP_SIGNAL, 0));
 	s->sig_armed = true;
 }
@@ -102,27 +107,36 @@ static void log_stats(struct server *s)
 	log_info("stats: %s", line);
 }
 
+static void handle_signal(struct server *s, uint32_t signo)
+{
+	switch (signo) {
+	case SIGTERM:
+		on_stop_signal(s, "SIGTERM");
+		break;
+	case SIGINT:
+		on_stop_signal(s, "SIGINT");
+		break;
+	case SIGHUP:
+		lifecycle_reload(s);
+		break;
+	case SIGUSR1:
+		log_stats(s);
+		break;
+	}
+}
+
 void lifecycle_on_signal(struct server *s, const struct io_uring_cqe *cqe)
 {
+	struct signalfd_siginfo si;
+	ssize_t n;
+
 	s->sig_armed = false;
-	if (cqe->res == (int)sizeof(s->siginfo)) {
-		switch (s->siginfo.ssi_signo) {
-		case SIGTERM:
-			on_stop_signal(s, "SIGTERM");
-			break;
-		case SIGINT:
-			on_stop_signal(s, "SIGINT");
-			break;
-		case SIGHUP:
-			lifecycle_reload(s);
-			break;
-		case SIGUSR1:
-			log_stats(s);
-			break;
-		}
-	} else if (cqe->res < 0) {
-		log_errno(LOG_WARNING, -cqe->res, "reading signals");
-	}
+	if (cqe->res < 0)
+		log_errno(LOG_WARNING, -cqe->res, "polling for signals");
+	while ((n = read(s->sigfd, &si, sizeof(si))) == (ssize_t)sizeof(si))
+		handle_signal(s, si.ssi_signo);
+	if (n < 0 && errno != EAGAIN)
+		log_errno(LOG_WARNING, errno, "reading signals");
 	if (s->state != SERVER_DONE)
 		lifecycle_arm(s);
 }

@@ -1,5 +1,5 @@
-/* What the daemon does when told to stop, reload or report: signals read
- * through a signalfd on the ring, the drain-then-cut shutdown, live reload. */
+/* What the daemon does when told to stop, reload or report: signals from a
+ * signalfd polled on the ring, the drain-then-cut shutdown, live reload. */
 #ifndef RINGECHO_LIFECYCLE_H
 #define RINGECHO_LIFECYCLE_H
 
@@ -10,7 +10,7 @@ struct server;
 /* Block the signals we handle, ignore SIGPIPE, open the signalfd. 0 or -errno. */
 int lifecycle_init(struct server *s);
 void lifecycle_deinit(struct server *s);
-/* Queue the read of the next signal. */
+/* Queue a poll of the signalfd; the loop reads the signals when it fires. */
 void lifecycle_arm(struct server *s);
 void lifecycle_on_signal(struct server *s, const struct io_uring_cqe *cqe);
 /* SIGHUP: re-read the config file and apply what can change live

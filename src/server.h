@@ -67,7 +67,6 @@ struct server {
 	enum server_state state;
 	int sigfd;
 	bool sig_armed;
-	struct signalfd_siginfo siginfo;  /* the in-flight signalfd read fills it */
 	struct __kernel_timespec tick_ts; /* the in-flight timer reads it */
 	bool tick_armed;
 	uint64_t now_ms;
