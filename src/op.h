@@ -21,7 +21,7 @@ enum op_type {
 	OP_RECV,     /* id: connection id */
 	OP_SEND,     /* id: connection id */
 	OP_CANCEL,   /* id: whatever was cancelled; result only logged */
-	OP_SIGNAL,   /* signalfd read; id unused */
+	OP_SIGNAL,   /* signalfd poll; id unused */
 	OP_TIMER,    /* the loop's one timer; id: timer generation */
 	OP_TYPE_MAX
 };
