@@ -159,7 +159,8 @@ class Daemon:
     """One running ringechod, its log drained into memory by a thread."""
 
     def __init__(self, config=None, args=(), port=0, host="127.0.0.1",
-                 preexec_fn=None, wrapper=None, conf_path=None, no_config=False):
+                 preexec_fn=None, wrapper=None, conf_path=None, no_config=False,
+                 asan_options=None):
         settings = {"listen": ["%s:%d" % (host, port)]}
         settings.update(config or {})
         self.settings = settings
@@ -172,9 +173,13 @@ class Daemon:
         self.eof = False
         self.listeners = []  # (host, port) in log order
         self.returncode = None
+        env = dict(os.environ)
+        if asan_options:  # only read by a sanitizer build
+            env["ASAN_OPTIONS"] = ":".join(filter(None, (env.get("ASAN_OPTIONS"),
+                                                        asan_options)))
         self.proc = subprocess.Popen(self.cmd, stdin=subprocess.DEVNULL,
                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                     preexec_fn=_child_setup(preexec_fn))
+                                     preexec_fn=_child_setup(preexec_fn), env=env)
         self.pid = self.proc.pid
         self._threads = [
             threading.Thread(target=self._drain, args=(self.proc.stderr, True), daemon=True),
