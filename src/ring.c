@@ -210,10 +210,19 @@ int ring_wait(struct ring *r, unsigned wait_nr, unsigned min_wait_us)
 
 	/* A batch wait needs a bound: without min_wait_usec, wait for one. No
 	 * timeout otherwise: the caller keeps a timer on the ring. */
-	if (wait_nr > 1 && min_wait_us && r->min_wait)
+	if (wait_nr > 1 && min_wait_us && r->min_wait) {
 		ret = enter_batch(r, wait_nr, min_wait_us);
-	else
+		if (ret == -EINVAL) {
+			/* Advertised but refused: wait plainly from now on. */
+			log_warn(
+			    "io_uring refused a batched wait; waiting for one completion "
+			    "at a time");
+			r->min_wait = false;
+			return 0;
+		}
+	} else {
 		ret = io_uring_submit_and_wait(&r->uring, 1);
+	}
 	/* Passing conditions: a timeout, a signal, or the kernel short of
 	 * memory for requests or of room for completions; reaping the
 	 * completions we have is the cure for the last two. */
