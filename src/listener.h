@@ -10,10 +10,9 @@
 struct listener {
 	uint64_t id; /* never reused, so a late accept completion is harmless */
 	int fd;
-	bool inherited;		 /* from systemd: never shutdown() or re-bind it */
-	bool armed;		 /* a multishot accept is in the kernel */
-	bool retired;		 /* removed by a reload; closed once its accept ends */
-	struct listen_addr want; /* as configured (the reload diff key) */
+	bool inherited;		     /* from systemd: never shutdown() or re-bind it */
+	bool armed;		     /* a multishot accept is in the kernel */
+	struct listen_addr want;     /* as configured (the reload diff key) */
 	char name[CONFIG_ADDR_TEXT]; /* as bound, real port included */
 };
 
