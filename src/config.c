@@ -5,6 +5,7 @@
 #include <ctype.h>
 #include <errno.h>
 #include <libconfig.h>
+#include <limits.h>
 #include <netinet/in.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -197,68 +198,23 @@ static const struct key_spec *find_key(const char *name, const char **suggest)
 	return NULL;
 }
 
-/* libconfig 1.5 stores an integer written without an L suffix in 32 bits
- * and wraps silently (4294967297 loads as 1). Read the literal as written
- * from the setting's line; false when it cannot be found there. */
-static bool literal_as_written(const config_setting_t *s, const char *path,
-			       long long *out, bool *overflow, char *lit, size_t litlen)
-{
-	const char *file =
-	    config_setting_source_file(s) ? config_setting_source_file(s) : path;
-	const char *name = config_setting_name(s);
-	unsigned want = config_setting_source_line(s), line = 0;
-	char *text = NULL, *p = NULL, *end;
-	size_t cap = 0, n = strlen(name);
-	bool found = false;
-	FILE *f = fopen(file, "r");
-
-	while (f && !found && getline(&text, &cap, f) >= 0) {
-		if (++line != want)
-			continue;
-		for (p = text; (p = strstr(p, name)); p += n) {
-			bool word = (p == text ||
-				     !(isalnum((unsigned char)p[-1]) || p[-1] == '_'));
-			char *q = p + n + strspn(p + n, " \t");
-			if (word && (*q == '=' || *q == ':')) {
-				p = q + 1 + strspn(q + 1, " \t");
-				found = true;
-				break;
-			}
-		}
-	}
-	if (found) {
-		bool hex = p[0] == '0' && (p[1] == 'x' || p[1] == 'X');
-		errno = 0;
-		*out = strtoll(p, &end, hex ? 16 : 10);
-		*overflow = errno == ERANGE;
-		found = end != p;
-		snprintf(lit, litlen, "%.*s", (int)(end - p), p);
-	}
-	free(text);
-	if (f)
-		fclose(f);
-	return found;
-}
-
 static int set_uint(struct config *cfg, const struct key_spec *k,
 		    const config_setting_t *s, const char *path,
 		    struct config_errors *errs)
 {
 	int type = config_setting_type(s);
-	long long v, written;
-	bool overflow;
-	char lit[64];
+	long long v;
 
 	if (type != CONFIG_TYPE_INT && type != CONFIG_TYPE_INT64) {
 		add_error(errs, path, s, "'%s' must be an integer", k->name);
 		return -EINVAL;
 	}
 	v = config_setting_get_int64(s);
-	if (type == CONFIG_TYPE_INT &&
-	    literal_as_written(s, path, &written, &overflow, lit, sizeof(lit)) &&
-	    (overflow || written != v)) {
-		add_error(errs, path, s, "'%s' = %s is out of range (%lld..%lld)",
-			  k->name, lit, k->min, k->max);
+	if (v == LLONG_MAX || v == LLONG_MIN) { /* libconfig saturates */
+		add_error(errs, path, s,
+			  "'%s' is out of range (%lld..%lld): the number does not fit in "
+			  "64 bits",
+			  k->name, k->min, k->max);
 		return -EINVAL;
 	}
 	if (v < k->min || v > k->max) {
@@ -408,24 +364,136 @@ static int check_cross(const struct config *cfg, const config_t *lc, const char 
 	return 0;
 }
 
-static int read_file(config_t *lc, const char *path, struct config_errors *errs)
+/* Length of the integer literal at p (decimal or hex, optional sign), or 0. */
+static size_t int_literal_len(const char *p)
+{
+	size_t i = (*p == '+' || *p == '-') ? 1 : 0;
+	size_t start = i;
+
+	if (p[i] == '0' && (p[i + 1] == 'x' || p[i + 1] == 'X')) {
+		i += 2;
+		while (isxdigit((unsigned char)p[i]))
+			i++;
+		return i > start + 2 ? i : 0;
+	}
+	while (isdigit((unsigned char)p[i]))
+		i++;
+	if (i == start || p[i] == '.' || p[i] == 'e' || p[i] == 'E')
+		return 0; /* not a number, or a float */
+	return i;
+}
+
+/* libconfig 1.5 stores an integer literal without an L suffix in 32 bits and
+ * wraps it silently (4294967297 loads as 1). Give every integer literal
+ * outside comments and strings an L, so all are read as 64-bit. Characters
+ * are only inserted, never newlines, so every line keeps its number. */
+static char *widen_integers(const char *in)
+{
+	char *out = malloc(2 * strlen(in) + 1), *o = out;
+	const char *p = in;
+
+	while (out && *p) {
+		size_t n;
+		if (*p == '"') { /* a string, escapes included */
+			*o++ = *p++;
+			while (*p && *p != '"') {
+				if (*p == '\\' && p[1])
+					*o++ = *p++;
+				*o++ = *p++;
+			}
+			if (*p)
+				*o++ = *p++;
+		} else if (*p == '#' || (p[0] == '/' && p[1] == '/')) {
+			while (*p && *p != '\n')
+				*o++ = *p++;
+		} else if (p[0] == '/' && p[1] == '*') {
+			const char *end = strstr(p + 2, "*/");
+			n = end ? (size_t)(end + 2 - p) : strlen(p);
+			memcpy(o, p, n);
+			o += n;
+			p += n;
+		} else if ((p == in || !(isalnum((unsigned char)p[-1]) || p[-1] == '_' ||
+					 p[-1] == '.')) &&
+			   (n = int_literal_len(p))) {
+			memcpy(o, p, n);
+			o += n;
+			p += n;
+			if (*p != 'L' && *p != 'l')
+				*o++ = 'L';
+		} else {
+			*o++ = *p++;
+		}
+	}
+	if (out)
+		*o = '\0';
+	return out;
+}
+
+/* The whole file, or NULL with errno set; *len is its length in bytes. */
+static char *slurp(const char *path, size_t *len)
 {
 	FILE *f = fopen(path, "r");
-	int err = errno;
 	struct stat st;
+	char *text = NULL;
 
-	if (f && fstat(fileno(f), &st) == 0 && S_ISDIR(st.st_mode)) {
-		fclose(f);
-		f = NULL;
-		err = EISDIR;
-	}
-	if (!f) {
+	if (!f)
+		return NULL;
+	if (fstat(fileno(f), &st) == 0 && S_ISDIR(st.st_mode))
+		errno = EISDIR;
+	else if ((text = malloc(st.st_size + 1)))
+		text[ *len = fread(text, 1, st.st_size, f)] = '\0';
+	fclose(f);
+	return text;
+}
+
+/* Line of the first NUL byte in text[0..len), or 0: libconfig would read
+ * only what comes before it. */
+static int nul_line(const char *text, size_t len)
+{
+	const char *nul = memchr(text, '\0', len);
+	int line = 1;
+
+	if (!nul)
+		return 0;
+	for (const char *p = text; p < nul; p++)
+		line += *p == '\n';
+	return line;
+}
+
+static int read_file(config_t *lc, const char *path, struct config_errors *errs)
+{
+	size_t len = 0;
+	char *text = slurp(path, &len), *wide, dir[PATH_MAX], *slash;
+	int err = errno, ok, line;
+
+	if (!text) {
 		snprintf(errs->msg[errs->count++], CONFIG_ERROR_LEN,
 			 "cannot read config %s: %s", path, strerror(err));
 		return err == ENOENT ? -ENOENT : -EINVAL;
 	}
-	fclose(f);
-	if (config_read_file(lc, path) == CONFIG_TRUE)
+	if ((line = nul_line(text, len))) {
+		free(text);
+		snprintf(errs->msg[errs->count++], CONFIG_ERROR_LEN,
+			 "%s:%d: syntax error: a NUL byte", path, line);
+		return -EINVAL;
+	}
+	wide = widen_integers(text);
+	free(text);
+	if (!wide) {
+		snprintf(errs->msg[errs->count++], CONFIG_ERROR_LEN,
+			 "cannot read config %s: %s", path, strerror(ENOMEM));
+		return -EINVAL;
+	}
+	/* @include names are relative to the file's own directory. */
+	snprintf(dir, sizeof(dir), "%s", path);
+	slash = strrchr(dir, '/');
+	if (slash) {
+		*slash = '\0';
+		config_set_include_dir(lc, slash == dir ? "/" : dir);
+	}
+	ok = config_read_string(lc, wide) == CONFIG_TRUE;
+	free(wide);
+	if (ok)
 		return 0;
 	snprintf(errs->msg[errs->count++], CONFIG_ERROR_LEN, "%s:%d: syntax error: %s",
 		 config_error_file(lc) ? config_error_file(lc) : path,

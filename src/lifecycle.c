@@ -11,6 +11,9 @@
 #include <sys/signalfd.h>
 #include <unistd.h>
 
+/* Signals handled per poll completion; the rest wait for the next turn. */
+#define SIGNALS_PER_TURN 8
+
 static void signal_set(sigset_t *set)
 {
 	sigemptyset(set);
@@ -125,24 +128,42 @@ static void handle_signal(struct server *s, uint32_t signo)
 	}
 }
 
-void lifecycle_on_signal(struct server *s, const struct io_uring_cqe *cqe)
+/* Handle what the signalfd holds; a few at a time, as the poll is
+ * level-triggered and a storm of SIGHUPs must not hold up the loop. */
+static void drain_signals(struct server *s)
 {
 	struct signalfd_siginfo si;
-	ssize_t n;
+	ssize_t n = 0;
 
-	s->sig_armed = false;
-	if (cqe->res < 0)
-		log_errno(LOG_WARNING, -cqe->res, "polling for signals");
-	while ((n = read(s->sigfd, &si, sizeof(si))) == (ssize_t)sizeof(si))
+	for (int i = 0; i < SIGNALS_PER_TURN; i++) {
+		n = read(s->sigfd, &si, sizeof(si));
+		if (n != (ssize_t)sizeof(si))
+			break;
 		handle_signal(s, si.ssi_signo);
+	}
 	if (n < 0 && errno != EAGAIN)
 		log_errno(LOG_WARNING, errno, "reading signals");
+}
+
+void lifecycle_on_signal(struct server *s, const struct io_uring_cqe *cqe)
+{
+	s->sig_armed = false;
+	if (cqe->res < 0) {
+		/* Leave the re-arm to the tick, so a lasting error cannot spin. */
+		log_errno(LOG_WARNING, -cqe->res, "polling for signals");
+		return;
+	}
+	drain_signals(s);
 	if (s->state != SERVER_DONE)
 		lifecycle_arm(s);
 }
 
 void lifecycle_tick(struct server *s)
 {
+	/* With SQPOLL the poll is armed by the kernel's SQ thread, which does
+	 * not see a signal sent to our thread alone (tgkill); look each tick. */
+	if (s->ring.flags & IORING_SETUP_SQPOLL)
+		drain_signals(s);
 	if (!s->sig_armed && s->state != SERVER_DONE)
 		lifecycle_arm(s);
 	if (s->state == SERVER_DRAINING && s->now_ms >= s->deadline_ms) {

@@ -228,6 +228,10 @@ int ring_wait(struct ring *r, unsigned wait_nr, unsigned min_wait_us)
 	 * completions we have is the cure for the last two. */
 	if (ret == -ETIME || ret == -EINTR || ret == -EBUSY || ret == -EAGAIN)
 		return 0;
+	/* -EBADR: the kernel had to drop completions; note_overflow() logs it
+	 * after the next dispatch, and the loop goes on. */
+	if (ret == -EBADR)
+		return 0;
 	return ret < 0 ? ret : 0;
 }
 

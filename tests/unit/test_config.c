@@ -90,9 +90,32 @@ static void test_errors(void)
 	CHECK(load_text("max_connections = 4294967297;\n", &cfg, &errs) == -EINVAL);
 	CHECK(error_says(&errs, "'max_connections' = 4294967297 is out of range", NULL));
 	CHECK(load_text("backlog = 0x100000001;\n", &cfg, &errs) == -EINVAL);
-	CHECK(error_says(&errs, "'backlog' = 0x100000001 is out of range", NULL));
+	CHECK(error_says(&errs, "'backlog' = 4294967297 is out of range", NULL));
 	CHECK(load_text("backlog = 99999999999999999999999;\n", &cfg, &errs) == -EINVAL);
-	CHECK(error_says(&errs, "'backlog' = 99999999999999999999999 is out", NULL));
+	CHECK(error_says(&errs,
+			 "'backlog' is out of range (1..65535): the number does not fit",
+			 NULL));
+	{
+		FILE *f;
+		strcpy(path, "/tmp/ringecho-test-XXXXXX");
+		close(mkstemp(path));
+		f = fopen(path, "w");
+		fwrite("backlog = 5;\nbacklog\0 = 6;\n", 1, 27, f);
+		fclose(f);
+		CHECK(config_load(&cfg, path, &errs) == -EINVAL);
+		CHECK(error_says(&errs, ":2: syntax error: a NUL byte", NULL));
+		unlink(path);
+	}
+	/* Integers in comments and strings are left alone, on any line. */
+	CHECK(load_text("/* max_connections = 5 */ max_connections = 100;\n", &cfg,
+			&errs) == 0);
+	CHECK(cfg.max_connections == 100);
+	CHECK(load_text("# backlog = 99999999999\nlog_level = \"info\"; // 4294967297\n"
+			"backlog: 0x10;\n",
+			&cfg, &errs) == 0);
+	CHECK(cfg.backlog == 16);
+	CHECK(load_text("max_connections =\n  4294967297;\n", &cfg, &errs) == -EINVAL);
+	CHECK(error_says(&errs, "'max_connections' = 4294967297 is out of range", NULL));
 	CHECK(load_text("listen = [\"127.0.0.1:7\", \"127.0.0.1:7\"];\n", &cfg, &errs) ==
 	      -EINVAL);
 	CHECK(error_says(&errs, "'127.0.0.1:7' is listed twice", NULL));
