@@ -49,11 +49,9 @@ static void usage_error(const char *fmt, ...)
 {
 	va_list ap;
 
-	fputs("echo-bench: ", stderr);
 	va_start(ap, fmt);
-	vfprintf(stderr, fmt, ap);
+	vcomplain(fmt, ap);
 	va_end(ap);
-	fputc('\n', stderr);
 	fputs(usage_text, stderr);
 	exit(EXIT_USAGE);
 }

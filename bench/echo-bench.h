@@ -4,6 +4,7 @@
 #ifndef BENCH_ECHO_BENCH_H
 #define BENCH_ECHO_BENCH_H
 
+#include <stdarg.h>
 #include <netinet/in.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -73,6 +74,8 @@ struct bench {
 };
 
 /* Prints "echo-bench: MESSAGE" on stderr and exits with code. */
+/* "echo-bench: " + the message + newline on stderr. */
+void vcomplain(const char *fmt, va_list ap) __attribute__((format(printf, 1, 0)));
 void die(int code, const char *fmt, ...) __attribute__((format(printf, 2, 3), noreturn));
 
 /* Parses argv into b->o; exits 64 on a usage error. */

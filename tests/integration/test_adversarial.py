@@ -54,6 +54,22 @@ def wait_until(cond, timeout, what, daemon=None):
         time.sleep(0.01)
 
 
+def send_in_background(sock, data):
+    """sendall(data) then SHUT_WR on a thread; returns it and a list that
+    collects its OSError, if any."""
+    err = []
+
+    def send():
+        try:
+            sock.sendall(data)
+            sock.shutdown(socket.SHUT_WR)
+        except OSError as e:
+            err.append(e)
+    t = threading.Thread(target=send, daemon=True)
+    t.start()
+    return t, err
+
+
 def fill_until_paused(sock, chunk=64 * KiB, seed=0, limit=256 * MiB, timeout=30):
     """Send random bytes without reading until the daemon stops reading this
     connection (bytes wait, unread, in its receive queue); return them."""
@@ -405,16 +421,7 @@ class ResetAndHalfCloseTest(AdversarialCase):
         d = self.start({"max_pending_bytes": 16 * KiB})
         s = self.client(d)
         data = random_bytes(16 * MiB, seed=5)  # beyond every socket buffer
-        err = []
-
-        def send():
-            try:
-                s.sendall(data)
-                s.shutdown(socket.SHUT_WR)
-            except OSError as e:
-                err.append(e)
-        t = threading.Thread(target=send, daemon=True)
-        t.start()
+        t, err = send_in_background(s, data)
         wait_until(lambda: (daemon_rx_queue(s) or 0) > 0, 30, "paused receive", d)
         got = recv_until_eof(s, timeout=60)  # a reset raises here
         t.join(30)
@@ -552,16 +559,7 @@ class IdleTimeoutTest(AdversarialCase):
         d = self.start({"idle_timeout_ms": self.IDLE_MS, "max_pending_bytes": 64 * KiB})
         s = self.client(d)
         data = random_bytes(16 * MiB, seed=12)
-        err = []
-
-        def send():
-            try:
-                s.sendall(data)
-                s.shutdown(socket.SHUT_WR)
-            except OSError as e:
-                err.append(e)
-        t = threading.Thread(target=send, daemon=True)
-        t.start()
+        t, err = send_in_background(s, data)
         # The client is busy for three idle timeouts before it reads: the
         # daemon pauses its receive meanwhile, the client keeps sending.
         wait_until(lambda: (daemon_rx_queue(s) or 0) > 0, 30, "paused receive", d)
