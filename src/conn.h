@@ -1,16 +1,21 @@
 /* A client connection and its echo state.
  *
- * Bytes flow: multishot recv fills a provided buffer -> if nothing is queued
- * and no send is in flight, the buffer itself is sent (zero copy) -> else the
- * bytes are appended to `queue` and the buffer recycled at once. Exactly one
+ * Bytes flow: multishot recv fills a provided buffer -> if no send is in
+ * flight, the buffer itself is sent (zero copy) -> if one is, the buffer is
+ * held in `chain` (zero copy, sent later with the others in one sendmsg) ->
+ * when the chain is full, or too many buffers are held server-wide, the bytes
+ * are appended to `queue` and the buffer recycled at once. Stream order is
+ * always: the send in flight, then the chain's waiting buffers, then the
+ * queue (a buffer joins the chain only while the queue is empty). Exactly one
  * send is in flight per connection, so bytes never reorder; when it completes
  * short, the rest is sent from the same place and offset. The send's memory
- * (`send_bid` or `send_buf`) never moves while the kernel may read it, which
- * is why new bytes go to a separate queue that is handed over, not copied,
- * when the send finishes. */
+ * (`send_bid`, `send_buf` or the chain's first `nsend` buffers) never moves
+ * while the kernel may read it, which is why new bytes go elsewhere, and the
+ * queue is handed over, not copied, when it becomes the send. */
 #ifndef RINGECHO_CONN_H
 #define RINGECHO_CONN_H
 
+#include "chain.h"
 #include "list.h"
 #include "outq.h"
 #include "peer.h"
@@ -37,7 +42,8 @@ struct conn {
 	char *send_buf;	   /* heap memory the send is using (NULL with a bid) */
 	uint32_t send_off; /* bytes of the current send already on the wire */
 	uint32_t send_len;
-	struct outq queue;	 /* bytes received while a send was in flight */
+	struct chain *chain;	 /* held buffers; NULL until the client pipelines */
+	struct outq queue;	 /* bytes copied while a send was in flight */
 	uint64_t last_active_ms; /* last byte received or echoed */
 	struct list lru;	 /* in server.idle_lru, oldest first */
 	struct list wait;	 /* in server.starved while CONN_STARVED */
@@ -47,7 +53,8 @@ struct conn {
 /* Bytes received and not yet echoed. */
 static inline uint64_t conn_pending(const struct conn *c)
 {
-	return (uint64_t)(c->send_len - c->send_off) + c->queue.len;
+	return (uint64_t)(c->send_len - c->send_off) + (c->chain ? c->chain->bytes : 0) +
+	       c->queue.len;
 }
 
 #endif

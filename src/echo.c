@@ -74,6 +74,24 @@ static void submit_send(struct server *s, struct conn *c)
 	s->sends_queued++;
 }
 
+/* Send the chain's first count buffers as one message. */
+static void submit_chain(struct server *s, struct conn *c, unsigned count)
+{
+	struct io_uring_sqe *sqe = ring_get_sqe(&s->ring);
+
+	if (!sqe) {
+		echo_abort(s, c);
+		return;
+	}
+	io_uring_prep_sendmsg(sqe, c->fd, chain_prepare(c->chain, &s->bufs, count),
+			      MSG_NOSIGNAL);
+	io_uring_sqe_set_data64(sqe, op_encode(OP_SEND, c->id));
+	c->flags |= CONN_SEND_ARMED;
+	s->sends_queued++;
+	if (count > 1)
+		s->stats.chained_sends++;
+}
+
 /* Done with the memory the last send used. */
 static void release_send(struct server *s, struct conn *c)
 {
@@ -95,6 +113,36 @@ static void send_queue(struct server *s, struct conn *c)
 	c->send_off = 0;
 	memset(&c->queue, 0, sizeof(c->queue));
 	submit_send(s, c);
+}
+
+/* The last send is done: send what waits, in stream order. */
+static void send_next(struct server *s, struct conn *c)
+{
+	if (c->chain && c->chain->n) {
+		submit_chain(s, c, c->chain->n);
+		return;
+	}
+	if (c->chain && !c->queue.len) { /* flushed: idle connections hold none */
+		free(c->chain);
+		c->chain = NULL;
+	}
+	if (c->queue.len)
+		send_queue(s, c);
+}
+
+/* Keep buffer bid for a later send instead of copying it: only behind a
+ * send in flight, never behind copied bytes (they would reorder), and within
+ * the pool's budget. False when it must be copied. */
+static bool hold(struct server *s, struct conn *c, uint16_t bid, uint32_t len)
+{
+	if (c->queue.len || !bufring_may_hold(&s->bufs) ||
+	    (c->chain && chain_full(c->chain)))
+		return false;
+	if (!c->chain && !(c->chain = calloc(1, sizeof(*c->chain))))
+		return false;
+	chain_push(c->chain, bid, len);
+	s->bufs.held++;
+	return true;
 }
 
 /* Activity in either direction keeps a connection off the idle list's head:
@@ -125,6 +173,8 @@ static void on_data(struct server *s, struct conn *c, uint16_t bid, uint32_t len
 		c->send_off = 0;
 		s->bufs.held++;
 		submit_send(s, c);
+	} else if ((c->flags & CONN_SEND_ARMED) && hold(s, c, bid, len)) {
+		/* sent when the send in flight completes */
 	} else {
 		int ret = outq_append(&c->queue, bufring_addr(&s->bufs, bid), len);
 		bufring_recycle(&s->bufs, bid);
@@ -196,15 +246,21 @@ void echo_on_send(struct server *s, const struct io_uring_cqe *cqe)
 		echo_abort(s, c);
 	} else {
 		s->stats.bytes += res;
-		c->send_off += res;
 		touch(s, c);
-		if (c->send_off < c->send_len) {
+		if (c->chain && c->chain->nsend) {
+			chain_consume(c->chain, &s->bufs, res);
+			if (c->chain->nsend) {
+				s->stats.short_sends++;
+				submit_chain(s, c, c->chain->nsend);
+			} else {
+				send_next(s, c);
+			}
+		} else if ((c->send_off += res) < c->send_len) {
 			s->stats.short_sends++; /* resume from where the kernel stopped */
 			submit_send(s, c);
 		} else {
 			release_send(s, c);
-			if (c->queue.len)
-				send_queue(s, c);
+			send_next(s, c);
 		}
 	}
 	conn_settle(s, c);
@@ -227,6 +283,9 @@ static void conn_release(struct server *s, struct conn *c)
 		  c->flags & CONN_CLEAN ? " after its echo" : " (reset or error)");
 	close(c->fd);
 	release_send(s, c);
+	if (c->chain)
+		chain_release(c->chain, &s->bufs);
+	free(c->chain);
 	free(c->queue.data);
 	list_del(&c->lru);
 	list_del(&c->wait);

@@ -104,12 +104,12 @@ void server_format_stats(const struct server *s, char *buf, size_t len)
 	    buf, len,
 	    "connections=%u total=%llu bytes=%llu messages=%llu refused_max=%llu "
 	    "refused_per_ip=%llu idle_closed=%llu bufring_empty=%llu short_sends=%llu "
-	    "accept_paused=%llu cq_overflow=%llu",
+	    "chained_sends=%llu accept_paused=%llu cq_overflow=%llu",
 	    s->nconns, (unsigned long long)st->conns_total, (unsigned long long)st->bytes,
 	    (unsigned long long)st->messages, (unsigned long long)st->refused_max,
 	    (unsigned long long)st->refused_per_ip, (unsigned long long)st->idle_closed,
 	    (unsigned long long)st->bufring_empty, (unsigned long long)st->short_sends,
-	    (unsigned long long)st->accept_paused,
+	    (unsigned long long)st->chained_sends, (unsigned long long)st->accept_paused,
 	    (unsigned long long)s->ring.cq_overflows);
 }
 

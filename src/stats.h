@@ -14,6 +14,7 @@ struct stats {
 	uint64_t idle_closed;	 /* closed by idle_timeout_ms */
 	uint64_t bufring_empty;	 /* recvs that found no provided buffer */
 	uint64_t short_sends;	 /* sends resumed after a partial write */
+	uint64_t chained_sends;	 /* sends of several held buffers at once */
 	uint64_t accept_paused;	 /* accept pauses on EMFILE/ENFILE/ENOMEM */
 };
 

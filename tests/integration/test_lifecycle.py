@@ -212,7 +212,7 @@ class StatsSignalTest(DaemonTestCase):
         st0 = d.stats()
         for key in ("connections", "total", "bytes", "messages", "refused_max",
                     "refused_per_ip", "idle_closed", "bufring_empty", "short_sends",
-                    "cq_overflow"):
+                    "chained_sends", "accept_paused", "cq_overflow"):
             self.assertIn(key, st0, "stats line lacks %s" % key)
         self.assertEqual(st0["connections"], 0)
         self.assertEqual(st0["total"], 0)
