@@ -87,6 +87,32 @@ static inline void chain_consume(struct chain *ch, struct bufring *b, uint32_t s
 	ch->off += sent;
 }
 
+/* Bytes of the buffers waiting behind the send in flight. */
+static inline uint32_t chain_waiting(const struct chain *ch)
+{
+	uint32_t bytes = 0;
+
+	for (unsigned k = ch->nsend; k < ch->n; k++)
+		bytes += ch->len[chain_slot(ch, k)];
+	return bytes;
+}
+
+/* Copy the waiting buffers' bytes to dst (chain_waiting() of them) and hand
+ * the buffers back; the send in flight keeps its own. */
+static inline void chain_spill(struct chain *ch, struct bufring *b, char *dst)
+{
+	for (unsigned k = ch->nsend; k < ch->n; k++) {
+		unsigned i = chain_slot(ch, k);
+
+		memcpy(dst, bufring_addr(b, ch->bid[i]), ch->len[i]);
+		dst += ch->len[i];
+		ch->bytes -= ch->len[i];
+		bufring_recycle(b, ch->bid[i]);
+		b->held--;
+	}
+	ch->n = ch->nsend;
+}
+
 /* Hand every held buffer back (the connection is going away). */
 static inline void chain_release(struct chain *ch, struct bufring *b)
 {

@@ -1,12 +1,15 @@
 /* A client connection and its echo state.
  *
  * Bytes flow: multishot recv fills a provided buffer -> if no send is in
- * flight, the buffer itself is sent (zero copy) -> if one is, the buffer is
+ * flight, the buffer itself will be sent (zero copy) -> if one is, the buffer is
  * held in `chain` (zero copy, sent later with the others in one sendmsg) ->
  * when the chain is full, or too many buffers are held server-wide, the bytes
  * are appended to `queue` and the buffer recycled at once. Stream order is
  * always: the send in flight, then the chain's waiting buffers, then the
- * queue (a buffer joins the chain only while the queue is empty). Exactly one
+ * queue (a buffer joins the chain only while the queue is empty). A send is
+ * not started on each receive but once per connection at the end of a batch
+ * of completions (CONN_SEND_DUE), so that what a client pipelined goes out
+ * in one send; the SQEs are submitted at the next enter either way. Exactly one
  * send is in flight per connection, so bytes never reorder; when it completes
  * short, the rest is sent from the same place and offset. The send's memory
  * (`send_bid`, `send_buf` or the chain's first `nsend` buffers) never moves
@@ -32,6 +35,7 @@ enum conn_flag {
 	CONN_STARVED = 1 << 6,	  /* recv ended with -ENOBUFS; on the wait list */
 	CONN_WR_SHUT = 1 << 7,	  /* our FIN is sent; waiting for the client's */
 	CONN_CLEAN = 1 << 8,	  /* closing after the whole echo, not on an error */
+	CONN_SEND_DUE = 1 << 9,	  /* bytes wait for the batch's end; in server.due */
 };
 
 struct conn {
@@ -47,6 +51,7 @@ struct conn {
 	uint64_t last_active_ms; /* last byte received or echoed */
 	struct list lru;	 /* in server.idle_lru, oldest first */
 	struct list wait;	 /* in server.starved while CONN_STARVED */
+	struct list due;	 /* in server.due while CONN_SEND_DUE */
 	struct peer_key peer;
 };
 

@@ -33,9 +33,29 @@ static bool submit_cancel(struct server *s, struct conn *c, uint64_t what, int f
 	return true;
 }
 
+/* A client that stopped reading would keep the buffers waiting behind its
+ * stalled send for as long as it stalls, and with enough such clients every
+ * other connection would lose zero copy: copy those bytes to the front of
+ * its queue and hand the buffers back. Without memory they stay held. */
+static void spill_chain(struct server *s, struct conn *c)
+{
+	uint32_t waiting = c->chain ? chain_waiting(c->chain) : 0;
+	struct outq q = {0};
+
+	if (!waiting || outq_reserve(&q, waiting + c->queue.len) < 0)
+		return;
+	chain_spill(c->chain, &s->bufs, q.data);
+	if (c->queue.len)
+		memcpy(q.data + waiting, c->queue.data, c->queue.len);
+	q.len = waiting + c->queue.len;
+	free(c->queue.data);
+	c->queue = q;
+}
+
 /* Backpressure. Without an SQE it is simply tried again at the next receive. */
 static void stop_recv(struct server *s, struct conn *c)
 {
+	spill_chain(s, c);
 	if (!(c->flags & CONN_RECV_ARMED) || (c->flags & CONN_CANCELLING))
 		return;
 	if (submit_cancel(s, c, op_encode(OP_RECV, c->id), 0))
@@ -88,8 +108,6 @@ static void submit_chain(struct server *s, struct conn *c, unsigned count)
 	io_uring_sqe_set_data64(sqe, op_encode(OP_SEND, c->id));
 	c->flags |= CONN_SEND_ARMED;
 	s->sends_queued++;
-	if (count > 1)
-		s->stats.chained_sends++;
 }
 
 /* Done with the memory the last send used. */
@@ -115,24 +133,58 @@ static void send_queue(struct server *s, struct conn *c)
 	submit_send(s, c);
 }
 
-/* The last send is done: send what waits, in stream order. */
+/* Bytes wait: their send starts when this batch of completions has been
+ * handled (echo_start_sends), so what else the client sent in the batch goes
+ * with them. A send in flight starts the next one itself when it completes. */
+static void send_due(struct server *s, struct conn *c)
+{
+	if (c->flags & (CONN_SEND_DUE | CONN_SEND_ARMED))
+		return;
+	c->flags |= CONN_SEND_DUE;
+	list_add_tail(&s->due, &c->due);
+}
+
+/* Send what waits, in stream order: a lone buffer, else the chain (which
+ * leads any copied bytes), else the copied bytes. */
+static void start_send(struct server *s, struct conn *c)
+{
+	if (c->send_bid >= 0) {
+		submit_send(s, c);
+	} else if (c->chain && c->chain->n) {
+		s->stats.chained_sends += c->chain->n > 1;
+		submit_chain(s, c, c->chain->n);
+	} else if (c->queue.len) {
+		send_queue(s, c);
+	}
+}
+
+void echo_start_sends(struct server *s)
+{
+	while (!list_empty(&s->due)) {
+		struct conn *c = container_of(s->due.next, struct conn, due);
+
+		list_del(&c->due);
+		c->flags &= ~CONN_SEND_DUE;
+		if (!(c->flags & CONN_CLOSING))
+			start_send(s, c);
+		conn_settle(s, c);
+	}
+}
+
+/* The last send is done: the next starts with the batch's end. */
 static void send_next(struct server *s, struct conn *c)
 {
-	if (c->chain && c->chain->n) {
-		submit_chain(s, c, c->chain->n);
-		return;
-	}
-	if (c->chain && !c->queue.len) { /* flushed: idle connections hold none */
+	if ((c->chain && c->chain->n) || c->queue.len) {
+		send_due(s, c);
+	} else if (c->chain) { /* flushed: idle connections hold no chain */
 		free(c->chain);
 		c->chain = NULL;
 	}
-	if (c->queue.len)
-		send_queue(s, c);
 }
 
 /* Keep buffer bid for a later send instead of copying it: only behind a
- * send in flight, never behind copied bytes (they would reorder), and within
- * the pool's budget. False when it must be copied. */
+ * send that is in flight or due, never behind copied bytes (they would
+ * reorder), and within the pool's budget. False when it must be copied. */
 static bool hold(struct server *s, struct conn *c, uint16_t bid, uint32_t len)
 {
 	if (c->queue.len || !bufring_may_hold(&s->bufs) ||
@@ -140,6 +192,12 @@ static bool hold(struct server *s, struct conn *c, uint16_t bid, uint32_t len)
 		return false;
 	if (!c->chain && !(c->chain = calloc(1, sizeof(*c->chain))))
 		return false;
+	if (!(c->flags & CONN_SEND_ARMED) && c->send_bid >= 0) {
+		/* The due buffer has not gone out yet: it leads the chain. */
+		chain_push(c->chain, (uint16_t)c->send_bid, c->send_len);
+		c->send_bid = -1;
+		c->send_len = 0;
+	}
 	chain_push(c->chain, bid, len);
 	s->bufs.held++;
 	return true;
@@ -166,15 +224,15 @@ static void on_data(struct server *s, struct conn *c, uint16_t bid, uint32_t len
 	s->stats.messages++;
 	s->recvs_batch++;
 	touch(s, c);
-	if (!(c->flags & CONN_SEND_ARMED) && !c->queue.len &&
+	if (!(c->flags & (CONN_SEND_ARMED | CONN_SEND_DUE)) && !c->queue.len &&
 	    bufring_may_hold(&s->bufs)) {
 		c->send_bid = bid;
 		c->send_len = len;
 		c->send_off = 0;
 		s->bufs.held++;
-		submit_send(s, c);
-	} else if ((c->flags & CONN_SEND_ARMED) && hold(s, c, bid, len)) {
-		/* sent when the send in flight completes */
+	} else if ((c->flags & (CONN_SEND_ARMED | CONN_SEND_DUE)) &&
+		   hold(s, c, bid, len)) {
+		/* sent with the others */
 	} else {
 		int ret = outq_append(&c->queue, bufring_addr(&s->bufs, bid), len);
 		bufring_recycle(&s->bufs, bid);
@@ -185,9 +243,8 @@ static void on_data(struct server *s, struct conn *c, uint16_t bid, uint32_t len
 			echo_abort(s, c);
 			return;
 		}
-		if (!(c->flags & CONN_SEND_ARMED))
-			send_queue(s, c);
 	}
+	send_due(s, c);
 	/* Backpressure: a client that does not read stops being read. */
 	if (conn_pending(c) >= s->cfg.max_pending_bytes)
 		stop_recv(s, c);
@@ -289,6 +346,7 @@ static void conn_release(struct server *s, struct conn *c)
 	free(c->queue.data);
 	list_del(&c->lru);
 	list_del(&c->wait);
+	list_del(&c->due);
 	conn_table_remove(&s->conns, c->id);
 	if (c->peer.valid)
 		peer_remove(&s->peers, &c->peer);
@@ -431,6 +489,7 @@ static struct conn *conn_new(struct server *s, int fd, const struct peer_key *pe
 	c->peer = *peer;
 	c->last_active_ms = s->now_ms;
 	list_init(&c->wait);
+	list_init(&c->due);
 	list_add_tail(&s->idle_lru, &c->lru);
 	if (conn_table_insert(&s->conns, c->id, c) < 0 ||
 	    (peer->valid && peer_add(&s->peers, peer) < 0)) {

@@ -14,6 +14,8 @@ void echo_on_send(struct server *s, const struct io_uring_cqe *cqe);
 /* Re-arm connections whose recv found the buffer ring empty, once buffers
  * have come back. Call after each batch of completions. */
 void echo_retry_starved(struct server *s);
+/* Start the sends the batch of completions just handled made due. */
+void echo_start_sends(struct server *s);
 /* Finish connections that sent nothing for idle_timeout_ms while none of
  * their echo was waiting to be read; reset those still open a timeout after. */
 void echo_expire_idle(struct server *s);

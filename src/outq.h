@@ -15,8 +15,8 @@ struct outq {
 	uint32_t len, cap;
 };
 
-/* Append len bytes. 0 or -ENOMEM (the queue is unchanged then). */
-static inline int outq_append(struct outq *q, const char *p, uint32_t len)
+/* Make room for len more bytes. 0 or -ENOMEM (the queue is unchanged then). */
+static inline int outq_reserve(struct outq *q, uint32_t len)
 {
 	if (q->len + len > q->cap) {
 		uint32_t cap = q->cap ? q->cap : OUTQ_MIN_CAPACITY;
@@ -30,6 +30,16 @@ static inline int outq_append(struct outq *q, const char *p, uint32_t len)
 		q->data = d;
 		q->cap = cap;
 	}
+	return 0;
+}
+
+/* Append len bytes. 0 or -ENOMEM (the queue is unchanged then). */
+static inline int outq_append(struct outq *q, const char *p, uint32_t len)
+{
+	int ret = outq_reserve(q, len);
+
+	if (ret < 0)
+		return ret;
 	memcpy(q->data + q->len, p, len);
 	q->len += len;
 	return 0;

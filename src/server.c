@@ -221,6 +221,7 @@ int server_run(struct server *s)
 		s->now_ms = server_clock_ms();
 		s->recycled_at_batch = s->bufs.recycled;
 		ring_dispatch(&s->ring, dispatch, s);
+		echo_start_sends(s);
 		s->recvs_last = s->recvs_batch;
 		s->recvs_batch = 0;
 		echo_retry_starved(s);
@@ -320,6 +321,7 @@ int server_init(struct server *s, const struct config *cfg,
 	s->rl_accept.interval_ms = s->rl_refuse.interval_ms = 5000;
 	list_init(&s->idle_lru);
 	list_init(&s->starved);
+	list_init(&s->due);
 	listeners_init(&s->listeners);
 	notify_init(&s->notify);
 	raise_fd_limit(cfg);

@@ -62,6 +62,7 @@ struct server {
 	struct listeners listeners;
 	struct list idle_lru; /* connections by last receive, oldest first */
 	struct list starved;  /* connections waiting for receive buffers */
+	struct list due;      /* connections with a send to start (CONN_SEND_DUE) */
 	struct stats stats;
 	struct notify notify;
 	enum server_state state;
