@@ -2,10 +2,11 @@
  * multishot recv draws from, so an idle connection owns no receive memory.
  *
  * A buffer's life: the kernel picks it for a recv completion -> echo either
- * sends straight from it (then it is "held" until that send completes) or
- * copies it into the connection's queue -> bufring_recycle() hands it back to
- * the kernel. At most half the pool may be held by sends at once, so clients
- * that never read cannot starve the others of receive buffers. */
+ * keeps it to send from (it is "held", alone or in the connection's chain,
+ * until its last byte is sent) or copies it into the connection's queue ->
+ * bufring_recycle() hands it back to the kernel. At most half the pool may be
+ * held at once, so clients that never read cannot starve the others of
+ * receive buffers. */
 #ifndef RINGECHO_BUFRING_H
 #define RINGECHO_BUFRING_H
 
@@ -20,7 +21,7 @@ struct bufring {
 	char *base;
 	uint32_t count;	   /* power of two */
 	uint32_t size;	   /* bytes per buffer */
-	uint32_t held;	   /* buffers held by in-flight sends */
+	uint32_t held;	   /* buffers kept for sends, in flight or waiting */
 	uint64_t recycled; /* ever handed back, to know when starved recvs may retry */
 };
 
