@@ -167,7 +167,10 @@ void echo_start_sends(struct server *s)
 		c->flags &= ~CONN_SEND_DUE;
 		if (!(c->flags & CONN_CLOSING))
 			start_send(s, c);
-		conn_settle(s, c);
+		/* A started send changes nothing settle looks at; a failed
+		 * one (no SQE) began closing the connection. */
+		if (c->flags & CONN_CLOSING)
+			conn_settle(s, c);
 	}
 }
 
