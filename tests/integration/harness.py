@@ -11,6 +11,7 @@ import os
 import random
 import re
 import resource
+import select
 import selectors
 import signal
 import socket
@@ -465,6 +466,56 @@ def tcp_queues(local, remote):
                     tx, rx = fields[4].split(":")
                     return int(tx, 16), int(rx, 16)
     return None
+
+
+def tcp_snapshot(sock):
+    """(client tx queue, daemon rx queue) of sock's connection, read twice to
+    be sure it is not moving; None while it is."""
+    me, peer = sock.getsockname()[:2], sock.getpeername()[:2]
+    first = (tcp_queues(me, peer), tcp_queues(peer, me))
+    second = (tcp_queues(me, peer), tcp_queues(peer, me))
+    if first != second or None in first:
+        return None
+    return first[0][0], first[1][1]
+
+
+def fill_until_paused(sock, chunk=1 << 16, seed=0, limit=1 << 28, timeout=30):
+    """Send random bytes without reading until the daemon stops reading this
+    connection; return them.  The daemon's socket send buffer is then full,
+    its send is stalled in flight, and at least half of max_pending_bytes of
+    echo waits behind it in the daemon's memory: in held buffers (as many as
+    the chain and the pool's budget allow), then in the queue."""
+    sock.setblocking(False)
+    sent = bytearray()
+    block = random_bytes(chunk, seed)
+    deadline = time.monotonic() + timeout
+    blocked_since = None
+    try:
+        while True:
+            try:
+                sent += block[:sock.send(block)]
+                blocked_since = None
+                continue
+            except BlockingIOError:
+                pass
+            snap = tcp_snapshot(sock)
+            if snap and snap[1] > 0:
+                return bytes(sent)  # unread bytes wait in the daemon's socket
+            # Under load the kernel may close the daemon's receive window with
+            # its queue empty: then our bytes wait unacknowledged and the
+            # daemon takes no more either. Two seconds of that is a pause.
+            if snap and snap[0] > 0:
+                blocked_since = blocked_since or time.monotonic()
+                if time.monotonic() - blocked_since > 2:
+                    return bytes(sent)
+            else:
+                blocked_since = None
+            if len(sent) > limit or time.monotonic() > deadline:
+                raise AssertionError("the daemon never stopped reading (%d bytes sent)"
+                                     % len(sent))
+            select.select([], [sock], [], 0.05)
+    finally:
+        sock.setblocking(True)
 
 
 def wait_received_by_daemon(sock, timeout=IO_TIMEOUT):

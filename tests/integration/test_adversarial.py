@@ -23,8 +23,8 @@ import time
 import unittest
 
 import harness
-from harness import (DaemonTestCase, Streamer, duplex, expect_eof, random_bytes,
-                     recv_exact, recv_until_eof, run_daemon, write_config)
+from harness import (DaemonTestCase, Streamer, duplex, expect_eof, fill_until_paused,
+                     random_bytes, recv_exact, recv_until_eof, run_daemon, write_config)
 
 harness.exit_77_unless_io_uring()
 
@@ -68,44 +68,6 @@ def send_in_background(sock, data):
     t = threading.Thread(target=send, daemon=True)
     t.start()
     return t, err
-
-
-def fill_until_paused(sock, chunk=64 * KiB, seed=0, limit=256 * MiB, timeout=30):
-    """Send random bytes without reading until the daemon stops reading this
-    connection (bytes wait, unread, in its receive queue); return them."""
-    import select
-    sock.setblocking(False)
-    sent = bytearray()
-    block = random_bytes(chunk, seed)
-    deadline = time.monotonic() + timeout
-    blocked_since = None
-    try:
-        while True:
-            try:
-                sent += block[:sock.send(block)]
-                blocked_since = None
-                continue
-            except BlockingIOError:
-                pass
-            if (daemon_rx_queue(sock) or 0) > 0:
-                return bytes(sent)
-            # Under load the kernel may close the daemon's receive window
-            # with its queue empty (receive memory still charged): then
-            # our own bytes wait unacknowledged, and the daemon takes no
-            # more either. Two seconds of that is as good as a pause.
-            mine = harness.tcp_queues(sock.getsockname()[:2], sock.getpeername()[:2])
-            if mine and mine[0] > 0:
-                blocked_since = blocked_since or time.monotonic()
-                if time.monotonic() - blocked_since > 2:
-                    return bytes(sent)
-            else:
-                blocked_since = None
-            if len(sent) > limit or time.monotonic() > deadline:
-                raise AssertionError("the daemon never stopped reading (%d bytes sent)"
-                                     % len(sent))
-            select.select([], [sock], [], 0.05)
-    finally:
-        sock.setblocking(True)
 
 
 def reset(sock):
