@@ -157,6 +157,11 @@ struct io_uring_sqe *ring_get_sqe(struct ring *r)
 		 * CQ overflow list is full; reaping parked completions frees it. */
 		if (io_uring_submit(&r->uring) == -EBUSY)
 			io_uring_get_events(&r->uring);
+		/* Under SQPOLL the submit only wakes the kernel's SQ thread;
+		 * wait until it has taken entries, or the retries find the
+		 * queue as full as before. */
+		if (r->flags & IORING_SETUP_SQPOLL)
+			io_uring_sqring_wait(&r->uring);
 	}
 	log_error("io_uring submission queue stays full");
 	return NULL;
