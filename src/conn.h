@@ -1,20 +1,21 @@
 /* A client connection and its echo state.
  *
  * Bytes flow: multishot recv fills a provided buffer -> if no send is in
- * flight, the buffer itself will be sent (zero copy) -> if one is, the buffer is
- * held in `chain` (zero copy, sent later with the others in one sendmsg) ->
- * when the chain is full, or too many buffers are held server-wide, the bytes
- * are appended to `queue` and the buffer recycled at once. Stream order is
- * always: the send in flight, then the chain's waiting buffers, then the
- * queue (a buffer joins the chain only while the queue is empty). A send is
- * not started on each receive but once per connection at the end of a batch
- * of completions (CONN_SEND_DUE), so that what a client pipelined goes out
- * in one send; the SQEs are submitted at the next enter either way. Exactly one
- * send is in flight per connection, so bytes never reorder; when it completes
- * short, the rest is sent from the same place and offset. The send's memory
- * (`send_bid`, `send_buf` or the chain's first `nsend` buffers) never moves
- * while the kernel may read it, which is why new bytes go elsewhere, and the
- * queue is handed over, not copied, when it becomes the send. */
+ * flight, that buffer will itself be sent (zero copy) -> if one is, the
+ * buffer is held in `chain` (zero copy, sent later with the others in one
+ * sendmsg) -> when the chain is full, or too many buffers are held
+ * server-wide, the bytes are appended to `queue` and the buffer recycled at
+ * once. Stream order is always: the send in flight, then the chain's waiting
+ * buffers, then the queue (a buffer joins the chain only while the queue is
+ * empty). A send is not started on each receive but once per connection at
+ * the end of a batch of completions (CONN_SEND_DUE), so that what a client
+ * pipelined goes out in one send; the SQEs reach the kernel at the next
+ * enter either way. Exactly one send is in flight per connection, so bytes
+ * never reorder; when it completes short, the rest is sent from the same
+ * place and offset. The send's memory (`send_bid`, `send_buf` or the chain's
+ * first `nsend` buffers) never moves while the kernel may read it, which is
+ * why new bytes go elsewhere, and the queue is handed over, not copied, when
+ * it becomes the send. */
 #ifndef RINGECHO_CONN_H
 #define RINGECHO_CONN_H
 
