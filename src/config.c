@@ -198,6 +198,42 @@ static const struct key_spec *find_key(const char *name, const char **suggest)
 	return NULL;
 }
 
+static int read_file(config_t *lc, const char *path, struct config_errors *errs);
+
+/* An integer from an @include'd file. libconfig read that file itself, so
+ * its literals were not widened and one past 32 bits wrapped: read the file
+ * again on its own, widened, and take the same setting from there. A file
+ * that does not parse on its own (an @include in the middle of a list) keeps
+ * the value as read. */
+static long long included_int64(const config_setting_t *s, const char *path)
+{
+	const char *file = config_setting_source_file(s), *slash = strrchr(path, '/');
+	long long v = config_setting_get_int64(s);
+	struct config_errors *errs;
+	char full[PATH_MAX];
+	config_t lc;
+
+	if (!file || strcmp(file, path) == 0 || !(errs = calloc(1, sizeof(*errs))))
+		return v;
+	/* libconfig names it as written, relative to the main file's directory. */
+	if (file[0] != '/' && slash)
+		snprintf(full, sizeof(full), "%.*s/%s", (int)(slash - path), path, file);
+	else
+		snprintf(full, sizeof(full), "%s", file);
+	config_init(&lc);
+	if (read_file(&lc, full, errs) == 0) {
+		const config_setting_t *t = config_lookup(&lc, config_setting_name(s));
+
+		if (t && config_setting_source_line(t) == config_setting_source_line(s) &&
+		    (config_setting_type(t) == CONFIG_TYPE_INT ||
+		     config_setting_type(t) == CONFIG_TYPE_INT64))
+			v = config_setting_get_int64(t);
+	}
+	config_destroy(&lc);
+	free(errs);
+	return v;
+}
+
 static int set_uint(struct config *cfg, const struct key_spec *k,
 		    const config_setting_t *s, const char *path,
 		    struct config_errors *errs)
@@ -209,7 +245,7 @@ static int set_uint(struct config *cfg, const struct key_spec *k,
 		add_error(errs, path, s, "'%s' must be an integer", k->name);
 		return -EINVAL;
 	}
-	v = config_setting_get_int64(s);
+	v = included_int64(s, path);
 	if (v == LLONG_MAX || v == LLONG_MIN) { /* libconfig saturates */
 		add_error(errs, path, s,
 			  "'%s' is out of range (%lld..%lld): the number does not fit in "

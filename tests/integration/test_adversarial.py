@@ -183,6 +183,46 @@ class BrokenConfigTest(AdversarialCase):
                                  "%r was accepted (exit %s): %s%s"
                                  % (text.strip(), r.returncode, r.stdout, r.stderr))
 
+    def test_integer_beyond_32_bits_in_an_included_file_is_rejected(self):
+        """The same wrap in a file pulled in with @include (libconfig reads
+        that one itself), one and two includes deep; a valid include still
+        loads, and its value is the one written."""
+        tmp = tempfile.mkdtemp(prefix="ringechod-adv-")
+        self.addCleanup(lambda: os.system("rm -rf '%s'" % tmp))
+        os.mkdir(os.path.join(tmp, "sub"))
+        files = {
+            "wrap.conf": "max_connections = 4294967297;\n",
+            "sub/deep.conf": "# deeper\nbacklog =\n  0x100000001;\n",
+            "middle.conf": '@include "sub/deep.conf"\n',
+            "fine.conf": "max_connections = 5000;\n",
+        }
+        for name, text in files.items():
+            with open(os.path.join(tmp, name), "w") as f:
+                f.write(text)
+        cases = {"wrap.conf": r"wrap\.conf:1: 'max_connections' = 4294967297 is out of range",
+                 "middle.conf": r"deep\.conf:2: 'backlog' = 4294967297 is out of range"}
+        for inc, message in cases.items():
+            with self.subTest(inc):
+                main = os.path.join(tmp, "main-%s" % inc)
+                with open(main, "w") as f:
+                    f.write('@include "%s"\n' % inc)
+                r = run_daemon(["-t", "-c", main])
+                self.assertEqual(r.returncode, harness.EX_CONFIG,
+                                 "accepted (exit %s): %s%s" % (r.returncode, r.stdout, r.stderr))
+                self.assertRegex(r.stderr, message)
+        main = os.path.join(tmp, "main-fine.conf")
+        port = harness.free_port()
+        with open(main, "w") as f:
+            f.write('@include "fine.conf"\nlisten = ["127.0.0.1:%d"];\nlog_level = "debug";\n'
+                    % port)
+        r = run_daemon(["-t", "-c", main])
+        self.assertEqual(r.returncode, 0, r.stderr)
+        d = self._start_on_file(main)
+        d.wait_ready()
+        s = d.connect()
+        self.addCleanup(s.close)
+        self.assertEqual(harness.echo_roundtrip(s, b"inc"), b"inc")
+
     def test_out_of_range_message_names_the_value_written(self):
         """DAEMON BUG (message): `backlog = 2147483648;` is reported as
         "'backlog' = -2147483648 is out of range": the value printed is the
