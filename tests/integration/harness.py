@@ -5,7 +5,6 @@ captured log; nothing sleeps and hopes.  A test class that starts daemons
 through DaemonTestCase.start() gets them killed on teardown whatever happens.
 """
 
-import errno
 import hashlib
 import os
 import random
@@ -677,6 +676,54 @@ def wait_refused(host, port, timeout=IO_TIMEOUT):
     return False
 
 
+SANITIZER_RE = re.compile(r"ERROR: (AddressSanitizer|LeakSanitizer)|runtime error:")
+
+
+def close_with_reset(sock):
+    """Close so that the peer gets an RST (SO_LINGER 0)."""
+    set_linger_reset(sock)
+    sock.close()
+
+
+def read_all_until_eof(socks, timeout=IO_TIMEOUT, daemon=None):
+    """Read every socket to EOF at once; what each read.  An RST or a missing
+    EOF fails (through daemon.fail, with its log, when there is a daemon)."""
+    def fail(msg):
+        if daemon:
+            daemon.fail(msg)
+        raise AssertionError(msg)
+
+    sel = selectors.DefaultSelector()
+    bufs = [bytearray() for _ in socks]
+    for i, s in enumerate(socks):
+        s.setblocking(False)
+        sel.register(s, selectors.EVENT_READ, i)
+    left = len(socks)
+    deadline = time.monotonic() + timeout
+    try:
+        while left:
+            if time.monotonic() > deadline:
+                fail("no EOF within %.0f s; read %s" % (timeout, [len(b) for b in bufs]))
+            for key, _ in sel.select(0.5):
+                i = key.data
+                try:
+                    b = socks[i].recv(1 << 20)
+                except BlockingIOError:
+                    continue
+                except ConnectionResetError:
+                    fail("client %d reset after %d bytes" % (i, len(bufs[i])))
+                if not b:
+                    sel.unregister(socks[i])
+                    left -= 1
+                else:
+                    bufs[i] += b
+    finally:
+        sel.close()
+        for s in socks:
+            s.setblocking(True)
+    return [bytes(b) for b in bufs]
+
+
 class DaemonTestCase(unittest.TestCase):
     """Base class: start() daemons that are always killed on teardown."""
 
@@ -710,6 +757,31 @@ class DaemonTestCase(unittest.TestCase):
         rc = daemon.stop(sig, timeout)
         if rc != code:
             daemon.fail("exit code %s, expected %s" % (rc, code))
+
+
+class CheckedTestCase(DaemonTestCase):
+    """Every daemon is checked for sanitizer reports once it has stopped."""
+
+    def start(self, config=None, args=(), ready=True, **kw):
+        d = Daemon(config, args, **kw)
+        # Cleanups run last-in first-out: the daemon is killed (and its whole
+        # log collected) before its log is searched.
+        self.addCleanup(self.assert_no_sanitizer_report, d)
+        self.addCleanup(d.cleanup)
+        if ready:
+            d.wait_ready()
+        return d
+
+    def assert_no_sanitizer_report(self, d):
+        if SANITIZER_RE.search(d.log_text()):
+            raise AssertionError("sanitizer report in the daemon's stderr:\n%s"
+                                 % d.log_text()[-6000:])
+
+    def stop_clean(self, d, timeout=STOP_TIMEOUT):
+        rc = d.stop(timeout=timeout)
+        self.assert_no_sanitizer_report(d)
+        if rc != 0:
+            d.fail("exit code %s, expected 0" % rc)
 
 
 class Streamer:

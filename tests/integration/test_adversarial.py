@@ -23,15 +23,15 @@ import time
 import unittest
 
 import harness
-from harness import (DaemonTestCase, Streamer, duplex, expect_eof, fill_until_paused,
-                     random_bytes, recv_exact, recv_until_eof, run_daemon, write_config)
+from harness import (Streamer, close_with_reset as reset, duplex, expect_eof,
+                     fill_until_paused, random_bytes, recv_exact, recv_until_eof, run_daemon,
+                     write_config)
 
 harness.exit_77_unless_io_uring()
 
 KiB = 1024
 MiB = 1024 * KiB
 
-SANITIZER_RE = re.compile(r"ERROR: (AddressSanitizer|LeakSanitizer)|runtime error:")
 RELOADED = r"^<5>reloaded configuration"
 RELOAD_FAILED = r"^<4>reload failed; keeping the old configuration"
 SHUTTING_DOWN = r"^<5>shutting down"
@@ -70,35 +70,8 @@ def send_in_background(sock, data):
     return t, err
 
 
-def reset(sock):
-    harness.set_linger_reset(sock)
-    sock.close()
-
-
-class AdversarialCase(DaemonTestCase):
+class AdversarialCase(harness.CheckedTestCase):
     """Every daemon is checked for sanitizer reports once it has stopped."""
-
-    def start(self, config=None, args=(), ready=True, **kw):
-        d = harness.Daemon(config, args, **kw)
-        # Cleanups run last-in first-out: the daemon is killed (and its whole
-        # log collected) before its log is searched.
-        self.addCleanup(self.assert_no_sanitizer_report, d)
-        self.addCleanup(d.cleanup)
-        if ready:
-            d.wait_ready()
-        return d
-
-    def assert_no_sanitizer_report(self, d):
-        m = SANITIZER_RE.search(d.log_text())
-        if m:
-            raise AssertionError("sanitizer report in the daemon's stderr:\n%s"
-                                 % d.log_text()[-6000:])
-
-    def stop_clean(self, d, timeout=harness.STOP_TIMEOUT):
-        rc = d.stop(timeout=timeout)
-        self.assert_no_sanitizer_report(d)
-        if rc != 0:
-            d.fail("exit code %s, expected 0" % rc)
 
 
 # --------------------------------------------------------------------------

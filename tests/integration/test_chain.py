@@ -21,23 +21,20 @@ Every daemon's stderr is checked for AddressSanitizer / UBSan reports.
 """
 
 import random
-import re
-import selectors
 import signal
 import socket
 import time
 import unittest
 
 import harness
-from harness import (DaemonTestCase, assert_same, duplex, fill_until_paused, random_bytes,
-                     recv_exact, tcp_snapshot)
+from harness import (assert_same, close_with_reset as reset, duplex, fill_until_paused,
+                     random_bytes, read_all_until_eof, recv_exact, tcp_snapshot)
 
 harness.exit_77_unless_io_uring()
 
 KiB = 1024
 MiB = 1024 * KiB
 
-SANITIZER_RE = re.compile(r"ERROR: (AddressSanitizer|LeakSanitizer)|runtime error:")
 SHUTTING_DOWN = r"^<5>shutting down"
 CLIENT_RCVBUF = 4096  # the daemon's sends to a client that does not read stall soon
 
@@ -60,68 +57,8 @@ def bytes_read_by_daemon(sock, sent, timeout=10):
         time.sleep(0.01)
 
 
-def read_all_until_eof(socks, timeout=harness.IO_TIMEOUT):
-    """Read every socket to EOF at once; what each read.  An RST fails."""
-    sel = selectors.DefaultSelector()
-    bufs = [bytearray() for _ in socks]
-    for i, s in enumerate(socks):
-        s.setblocking(False)
-        sel.register(s, selectors.EVENT_READ, i)
-    left = len(socks)
-    deadline = time.monotonic() + timeout
-    try:
-        while left:
-            if time.monotonic() > deadline:
-                raise AssertionError("no EOF within %.0f s; read %s"
-                                     % (timeout, [len(b) for b in bufs]))
-            for key, _ in sel.select(0.5):
-                i = key.data
-                try:
-                    b = socks[i].recv(1 << 20)
-                except BlockingIOError:
-                    continue
-                except ConnectionResetError:
-                    raise AssertionError("client %d reset after %d bytes"
-                                         % (i, len(bufs[i]))) from None
-                if not b:
-                    sel.unregister(socks[i])
-                    left -= 1
-                else:
-                    bufs[i] += b
-    finally:
-        sel.close()
-        for s in socks:
-            s.setblocking(True)
-    return [bytes(b) for b in bufs]
-
-
-def reset(sock):
-    harness.set_linger_reset(sock)
-    sock.close()
-
-
-class ChainCase(DaemonTestCase):
+class ChainCase(harness.CheckedTestCase):
     """Daemons checked for sanitizer reports; clients with tiny receive buffers."""
-
-    def start(self, config=None, args=(), ready=True, **kw):
-        d = harness.Daemon(config, args, **kw)
-        self.addCleanup(self.assert_no_sanitizer_report, d)
-        self.addCleanup(d.cleanup)  # runs first: the whole log is in
-        if ready:
-            d.wait_ready()
-        return d
-
-    def assert_no_sanitizer_report(self, d):
-        m = SANITIZER_RE.search(d.log_text())
-        if m:
-            raise AssertionError("sanitizer report in the daemon's stderr:\n%s"
-                                 % d.log_text()[-6000:])
-
-    def stop_clean(self, d):
-        rc = d.stop()
-        self.assert_no_sanitizer_report(d)
-        if rc != 0:
-            d.fail("exit code %s, expected 0" % rc)
 
     def slow_reader(self, d, rcvbuf=CLIENT_RCVBUF):
         s = socket.socket()

@@ -22,22 +22,19 @@ leaked buffer).  Every daemon's stderr is checked for sanitizer reports.
 """
 
 import random
-import re
-import selectors
 import signal
 import socket
 import time
 import unittest
 
 import harness
-from harness import (DaemonTestCase, Streamer, assert_same, duplex, random_bytes,
-                     recv_exact)
+from harness import (Streamer, assert_same, close_with_reset as reset, duplex, random_bytes,
+                     read_all_until_eof, recv_exact)
 
 harness.exit_77_unless_io_uring()
 
 KiB = 1024
 
-SANITIZER_RE = re.compile(r"ERROR: (AddressSanitizer|LeakSanitizer)|runtime error:")
 SHUTTING_DOWN = r"^<5>shutting down"
 
 # 64 buffers of 512 bytes, 32 of which may be held: a burst fills several
@@ -51,64 +48,7 @@ def exiting_re(drained, cut):
     return r"^<5>exiting: drained %d connections?, cut %d at the deadline$" % (drained, cut)
 
 
-def read_all_until_eof(d, socks, timeout=harness.IO_TIMEOUT):
-    """Read every socket to EOF at once; what each read.  An RST fails."""
-    sel = selectors.DefaultSelector()
-    bufs = [bytearray() for _ in socks]
-    for i, s in enumerate(socks):
-        s.setblocking(False)
-        sel.register(s, selectors.EVENT_READ, i)
-    left = len(socks)
-    deadline = time.monotonic() + timeout
-    try:
-        while left:
-            if time.monotonic() > deadline:
-                d.fail("no EOF within %.0f s; read %s" % (timeout, [len(b) for b in bufs]))
-            for key, _ in sel.select(0.5):
-                i = key.data
-                try:
-                    b = socks[i].recv(1 << 20)
-                except BlockingIOError:
-                    continue
-                except ConnectionResetError:
-                    d.fail("client %d reset after %d bytes" % (i, len(bufs[i])))
-                if not b:
-                    sel.unregister(socks[i])
-                    left -= 1
-                else:
-                    bufs[i] += b
-    finally:
-        sel.close()
-        for s in socks:
-            s.setblocking(True)
-    return [bytes(b) for b in bufs]
-
-
-def reset(sock):
-    harness.set_linger_reset(sock)
-    sock.close()
-
-
-class DueCase(DaemonTestCase):
-
-    def start(self, config=None, args=(), ready=True, **kw):
-        d = harness.Daemon(config, args, **kw)
-        self.addCleanup(self.assert_no_sanitizer_report, d)
-        self.addCleanup(d.cleanup)  # runs first: the whole log is in
-        if ready:
-            d.wait_ready()
-        return d
-
-    def assert_no_sanitizer_report(self, d):
-        if SANITIZER_RE.search(d.log_text()):
-            raise AssertionError("sanitizer report in the daemon's stderr:\n%s"
-                                 % d.log_text()[-6000:])
-
-    def stop_clean(self, d):
-        rc = d.stop()
-        self.assert_no_sanitizer_report(d)
-        if rc != 0:
-            d.fail("exit code %s, expected 0" % rc)
+class DueCase(harness.CheckedTestCase):
 
     def last_line(self, d):
         lines = [l for l in d.lines if l.strip()]
@@ -192,7 +132,7 @@ class DueBatchTest(DueCase):
         for s, p in zip(socks, payloads):
             s.sendall(p)
             s.shutdown(socket.SHUT_WR)
-        got = read_all_until_eof(d, socks)
+        got = read_all_until_eof(socks, daemon=d)
         for i, (g, p) in enumerate(zip(got, payloads)):
             assert_same(self, g, p, "connection %d" % i)
             socks[i].close()
