@@ -783,6 +783,16 @@ class CheckedTestCase(DaemonTestCase):
         if rc != 0:
             d.fail("exit code %s, expected 0" % rc)
 
+    def assert_buffers_not_leaked(self, d, before, after):
+        """Between two stats() of a pipelined load: chains still formed (the
+        hold budget is not leaked) and receives did not starve (no buffer is)."""
+        msgs = after["messages"] - before["messages"]
+        self.assertGreater(after["chained_sends"], before["chained_sends"],
+                           "no chained send in a pipelined load: the hold budget "
+                           "is used up (held buffers leaked?)\n%s" % d.log_text())
+        self.assertLess(after["bufring_empty"] - before["bufring_empty"], msgs,
+                        "receives starved more often than they got a buffer")
+
 
 class Streamer:
     """Clients that keep sending paced random data while reading the echo.
