@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 # A Debian package of ringecho, built with `cpack` (or `cmake --build . -t package`)
 # from a build configured with -DCMAKE_INSTALL_PREFIX=/usr: the binary in
 # /usr/sbin, the units where the local systemd looks, the man pages, and

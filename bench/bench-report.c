@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 // SPDX-License-Identifier: MIT
 /* echo-bench's output: a short text report, or one JSON object. */
 #include "echo-bench.h"

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 // SPDX-License-Identifier: MIT
 /* echo-bench's command line and the set-up that follows from it. */
 #define _GNU_SOURCE /* accept4, IP_BIND_ADDRESS_NO_PORT */

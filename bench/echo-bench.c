@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 // SPDX-License-Identifier: MIT
 /*
  * echo-bench: load generator and checker for TCP echo servers.

@@ -1,4 +1,5 @@
 /* SPDX-License-Identifier: MIT */
+/* SPDX-License-Identifier: MIT */
 /* echo-bench's shared state: the engine (echo-bench.c), options and set-up
  * (bench-setup.c) and output (bench-report.c). */
 #ifndef BENCH_ECHO_BENCH_H

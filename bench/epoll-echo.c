@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 // SPDX-License-Identifier: MIT
 /*
  * epoll-echo: the baseline every ringechod figure is compared to.

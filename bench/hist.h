@@ -1,4 +1,5 @@
 /* SPDX-License-Identifier: MIT */
+/* SPDX-License-Identifier: MIT */
 /*
  * Log-linear latency histogram (HdrHistogram's layout, fixed precision):
  * values below 2^HIST_SUB_BITS nanoseconds are exact; above, each power of two

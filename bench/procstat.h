@@ -1,4 +1,5 @@
 /* SPDX-License-Identifier: MIT */
+/* SPDX-License-Identifier: MIT */
 /* CPU time of another process, read from /proc, for CPU-per-message figures. */
 #ifndef BENCH_PROCSTAT_H
 #define BENCH_PROCSTAT_H

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 #include "bufring.h"
 
 #include <errno.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* The provided-buffer ring: one pool of fixed-size receive buffers that every
  * multishot recv draws from, so an idle connection owns no receive memory.
  *

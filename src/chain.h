@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Provided buffers a connection holds, in stream order, so that bytes that
  * arrive while a send is in flight go out later from the receive buffers
  * themselves: no copy, and one sendmsg carries them all (one trip through

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* The configuration: every libconfig call lives in config.c; the rest of the
  * daemon sees only this plain, validated struct. */
 #ifndef RINGECHO_CONFIG_H

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* A client connection and its echo state.
  *
  * Bytes flow: multishot recv fills a provided buffer -> if no send is in

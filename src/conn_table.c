@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 #include "conn_table.h"
 
 #include <errno.h>

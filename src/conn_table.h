@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Connections by id: an open-addressing hash table with linear probing and
  * backward-shift deletion (no tombstones, so a long-running daemon with
  * churn never degrades). It grows by doubling at 3/4 load. */

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 #include "echo.h"
 #include "conn.h"
 #include "op.h"

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* The echo engine: what each accept, recv and send completion does to a
  * connection, and how a connection ends. */
 #ifndef RINGECHO_ECHO_H

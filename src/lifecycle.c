@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 #include "lifecycle.h"
 #include "echo.h"
 #include "op.h"

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* What the daemon does when told to stop, reload or report: signals from a
  * signalfd polled on the ring, the drain-then-cut shutdown, live reload. */
 #ifndef RINGECHO_LIFECYCLE_H

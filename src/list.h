@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* A minimal intrusive doubly-linked list with a sentinel head. */
 #ifndef RINGECHO_LIST_H
 #define RINGECHO_LIST_H

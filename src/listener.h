@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Listening sockets: bound from the config, or handed over by systemd. */
 #ifndef RINGECHO_LISTENER_H
 #define RINGECHO_LISTENER_H

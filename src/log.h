@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Logging to stderr with syslog "<N>" priority prefixes, which journald reads.
  * On a terminal the prefix becomes a readable level word instead. */
 #ifndef RINGECHO_LOG_H

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* ringechod: argv, the start-up and tear-down order, nothing else. */
 #include "config.h"
 #include "log.h"

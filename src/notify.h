@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* systemd notifications (sd_notify): READY, STATUS, STOPPING, RELOADING and
  * the watchdog. Every call is a no-op when NOTIFY_SOCKET is not set. */
 #ifndef RINGECHO_NOTIFY_H

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* The user_data codec: every SQE carries the operation type in the top
  * OP_TYPE_BITS bits and an object id in the rest:
  *

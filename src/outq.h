@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* A connection's queue of received bytes waiting to be echoed: one growable
  * buffer, handed whole to the next send so the bytes are copied only once. */
 #ifndef RINGECHO_OUTQ_H

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Connections per client address, for max_connections_per_ip: an
  * open-addressing table of address -> count, entries removed at zero. */
 #ifndef RINGECHO_PEER_H

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* SIGHUP: re-read the config file and apply it live, or keep the old one. */
 #include "lifecycle.h"
 #include "server.h"

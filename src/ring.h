@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* The one io_uring of the daemon: set-up with feature fallback, an opcode
  * probe, a get-SQE that never gives up silently, and the completion loop. */
 #ifndef RINGECHO_RING_H

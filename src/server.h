@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* The daemon's one state object, passed down everywhere instead of globals,
  * and the loop that owns it. */
 #ifndef RINGECHO_SERVER_H

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Counters for SIGUSR1's log line and systemd's STATUS=. */
 #ifndef RINGECHO_STATS_H
 #define RINGECHO_STATS_H

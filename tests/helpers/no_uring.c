@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* no_uring PROGRAM [ARGS...]: run PROGRAM where io_uring_setup fails with
  * ENOSYS, as under a seccomp filter or a kernel without io_uring, so tests
  * can check that ringechod says so clearly and exits non-zero. */

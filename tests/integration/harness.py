@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """Helpers that drive the real ringechod binary over real loopback sockets.
 
 Standard library only.  Every wait has a timeout and fails with the daemon's

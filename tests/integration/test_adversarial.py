@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """Adversarial clients, signals and config files against the real daemon.
 
 What real clients and operators do that the happy-path tests do not: resets

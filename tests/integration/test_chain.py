@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """Held receive buffers ("chains") against the real daemon.
 
 A receive buffer that arrives while a send is in flight is held in its

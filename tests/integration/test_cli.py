@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """Command line: -V, -h, usage errors, -l, -v, IPv6, bind failure, io_uring unavailable."""
 
 import os

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """Config file errors: exit 78, one clear line naming file:line, key, value, range; nothing listens."""
 
 import os

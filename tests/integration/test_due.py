@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """Sends started once per batch ("due" sends) against the real daemon.
 
 A connection's send is not started on each receive but once per batch of

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """Echo semantics: byte-exact, any content, any size, half-close, backpressure."""
 
 import os

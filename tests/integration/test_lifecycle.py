@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """Signals and graceful shutdown: drain, deadline, refusal, second signal, exit line."""
 
 import signal

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """Limits: max_connections, max_connections_per_ip, idle_timeout_ms, EMFILE."""
 
 import resource

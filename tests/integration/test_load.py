@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """Load: thousands of connections, reset storms, churn, tiny rings and buffer rings."""
 
 import random

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """SIGHUP reload: a bad file changes nothing, a good one applies limits, log level, listeners."""
 
 import os

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """ringechod's systemd interface without systemd as PID 1.
 
 Socket activation through `systemd-socket-activate -l ...` (IPv4 and IPv6

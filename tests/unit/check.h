@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* A tiny assertion helper for the unit tests: report every failure with its
  * line, exit non-zero at the end if any failed. */
 #ifndef RINGECHO_CHECK_H

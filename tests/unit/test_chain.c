@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* The chain of held receive buffers: over a long random run of receives and
  * sends that stop short at any byte, every send describes exactly the next
  * bytes of the stream, and every buffer goes back to the ring once, in order,

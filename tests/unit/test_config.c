@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Config parsing: defaults, every key, and each kind of bad input names the
  * file, the line, the key and the allowed range. */
 #include "check.h"

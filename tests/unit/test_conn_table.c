@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* The connection table against a plain array model, through growth and
  * heavy churn (insert, lookup, delete in random order). */
 #include "check.h"

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* The user_data codec: every type and id survives the round trip, and the
  * two never bleed into each other. */
 #include "check.h"
