@@ -3,15 +3,22 @@
 
 #include <errno.h>
 #include <stdarg.h>
+#include <stdbool.h>
+#include <stdatomic.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
-/* Module-private: the level is process-wide by nature (stderr is). */
+enum log_sink { SINK_UNKNOWN, SINK_JOURNAL, SINK_PLAIN };
+
+/* Module-private: the level and the sink are process-wide by nature
+ * (stderr is). Atomic: a reload on one loop changes the level others read. */
 static struct {
-	int level;
-	int tty; /* -1 unknown, 0 no, 1 yes */
-} log_state = {LOG_INFO, -1};
+	atomic_int level;
+	atomic_int sink;
+} log_state = {LOG_INFO, SINK_UNKNOWN};
 
 static const char *const level_names[] = {
     [LOG_ERR] = "error", [LOG_WARNING] = "warning", [LOG_NOTICE] = "notice",
@@ -20,12 +27,38 @@ static const char *const level_names[] = {
 
 void log_set_level(int level)
 {
-	log_state.level = level;
+	atomic_store_explicit(&log_state.level, level, memory_order_relaxed);
 }
 
 int log_get_level(void)
 {
-	return log_state.level;
+	return atomic_load_explicit(&log_state.level, memory_order_relaxed);
+}
+
+/* systemd connects a service's stderr to the journal and says so in
+ * JOURNAL_STREAM ("DEV:INODE" of that stream); stderr redirected elsewhere
+ * by the service itself, or a terminal, does not match. */
+static bool stderr_is_journal(void)
+{
+	const char *v = getenv("JOURNAL_STREAM");
+	unsigned long long dev, ino;
+	struct stat st;
+
+	if (!v || sscanf(v, "%llu:%llu", &dev, &ino) != 2 ||
+	    fstat(STDERR_FILENO, &st) < 0)
+		return false;
+	return (unsigned long long)st.st_dev == dev && (unsigned long long)st.st_ino == ino;
+}
+
+static int log_sink(void)
+{
+	int sink = atomic_load_explicit(&log_state.sink, memory_order_relaxed);
+
+	if (sink == SINK_UNKNOWN) {
+		sink = stderr_is_journal() ? SINK_JOURNAL : SINK_PLAIN;
+		atomic_store_explicit(&log_state.sink, sink, memory_order_relaxed);
+	}
+	return sink;
 }
 
 int log_level_parse(const char *name)
@@ -48,12 +81,11 @@ static void log_vmsg(int prio, int err, const char *fmt, va_list ap)
 	char line[1024];
 	int n;
 
-	if (log_state.tty < 0)
-		log_state.tty = isatty(STDERR_FILENO);
-	if (log_state.tty)
-		n = snprintf(line, sizeof(line), "ringechod: %s: ", log_level_name(prio));
-	else
+	/* The journal files "<N>" as the priority; a person reads words. */
+	if (log_sink() == SINK_JOURNAL)
 		n = snprintf(line, sizeof(line), "<%d>", prio);
+	else
+		n = snprintf(line, sizeof(line), "ringechod: %s: ", log_level_name(prio));
 	n += vsnprintf(line + n, sizeof(line) - n, fmt, ap);
 	if (err && n < (int)sizeof(line))
 		n += snprintf(line + n, sizeof(line) - n, ": %s", strerror(err));
@@ -70,7 +102,7 @@ void log_msg(int prio, const char *fmt, ...)
 	va_list ap;
 	int saved = errno;
 
-	if (prio > log_state.level)
+	if (prio > log_get_level())
 		return;
 	va_start(ap, fmt);
 	log_vmsg(prio, 0, fmt, ap);
@@ -83,7 +115,7 @@ void log_errno(int prio, int err, const char *fmt, ...)
 	va_list ap;
 	int saved = errno;
 
-	if (prio > log_state.level)
+	if (prio > log_get_level())
 		return;
 	va_start(ap, fmt);
 	log_vmsg(prio, err, fmt, ap);

@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
-/* Logging to stderr with syslog "<N>" priority prefixes, which journald reads.
- * On a terminal the prefix becomes a readable level word instead. */
+/* Logging to stderr, one line per message: with a syslog "<N>" priority
+ * prefix when stderr is the journal (JOURNAL_STREAM), which journald reads;
+ * elsewhere (a terminal, a file, a pipe) as "ringechod: LEVEL: message". */
 #ifndef RINGECHO_LOG_H
 #define RINGECHO_LOG_H
 

@@ -133,16 +133,38 @@ def write_config(settings, path=None, directory=None):
 # Running the daemon
 
 
-def run_daemon(args, timeout=START_TIMEOUT, wrapper=None, preexec_fn=None):
-    """Run the daemon to completion (for -t, -V, config errors); CompletedProcess."""
+def journal_env(fd, env=None):
+    """env (default: ours) with JOURNAL_STREAM naming fd, as systemd sets it
+    when a service's stderr is the journal: the daemon then writes "<N>"
+    priority prefixes instead of "ringechod: LEVEL: "."""
+    st = os.fstat(fd)
+    env = dict(os.environ if env is None else env)
+    env["JOURNAL_STREAM"] = "%d:%d" % (st.st_dev, st.st_ino)
+    return env
+
+
+def run_daemon(args, timeout=START_TIMEOUT, wrapper=None, preexec_fn=None, journal=True):
+    """Run the daemon to completion (for -t, -V, config errors); CompletedProcess.
+
+    journal: stderr is "the journal" (JOURNAL_STREAM names it), so log lines
+    carry "<N>" prefixes; False runs it as from a terminal or a script."""
     cmd = ([wrapper] if wrapper else []) + [binary()] + list(args)
-    try:
-        return subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True,
-                              timeout=timeout, text=True, errors="replace",
-                              preexec_fn=preexec_fn)
-    except subprocess.TimeoutExpired as e:
-        raise AssertionError("%s did not exit within %.0f s; stderr:\n%s"
-                             % (cmd, timeout, e.stderr)) from None
+    with tempfile.TemporaryFile() as err:
+        env = journal_env(err.fileno()) if journal else \
+            {k: v for k, v in os.environ.items() if k != "JOURNAL_STREAM"}
+        try:
+            p = subprocess.run(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                               stderr=err, timeout=timeout, env=env,
+                               preexec_fn=preexec_fn)
+        except subprocess.TimeoutExpired as e:
+            err.seek(0)
+            raise AssertionError("%s did not exit within %.0f s; stderr:\n%s"
+                                 % (cmd, timeout, err.read().decode(errors="replace"))) \
+                from None
+        err.seek(0)
+        p.stderr = err.read().decode("utf-8", "replace")
+        p.stdout = p.stdout.decode("utf-8", "replace")
+    return p
 
 
 def _child_setup(preexec_fn):
@@ -161,7 +183,7 @@ class Daemon:
 
     def __init__(self, config=None, args=(), port=0, host="127.0.0.1",
                  preexec_fn=None, wrapper=None, conf_path=None, no_config=False,
-                 asan_options=None):
+                 asan_options=None, journal=True, env=None):
         settings = {"listen": ["%s:%d" % (host, port)]}
         settings.update(config or {})
         self.settings = settings
@@ -174,16 +196,28 @@ class Daemon:
         self.eof = False
         self.listeners = []  # (host, port) in log order
         self.returncode = None
-        env = dict(os.environ)
+        env = dict(os.environ if env is None else env)
+        env.pop("JOURNAL_STREAM", None)
         if asan_options:  # only read by a sanitizer build
             env["ASAN_OPTIONS"] = ":".join(filter(None, (env.get("ASAN_OPTIONS"),
                                                         asan_options)))
-        self.proc = subprocess.Popen(self.cmd, stdin=subprocess.DEVNULL,
-                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                     preexec_fn=_child_setup(preexec_fn), env=env)
+        # The log pipe is made here so that JOURNAL_STREAM can name it.
+        err_r, err_w = os.pipe()
+        if journal:
+            env = journal_env(err_w, env)
+        try:
+            self.proc = subprocess.Popen(self.cmd, stdin=subprocess.DEVNULL,
+                                         stdout=subprocess.PIPE, stderr=err_w,
+                                         preexec_fn=_child_setup(preexec_fn), env=env)
+        except BaseException:
+            os.close(err_r)
+            raise
+        finally:
+            os.close(err_w)
+        self.log_pipe = os.fdopen(err_r, "rb")
         self.pid = self.proc.pid
         self._threads = [
-            threading.Thread(target=self._drain, args=(self.proc.stderr, True), daemon=True),
+            threading.Thread(target=self._drain, args=(self.log_pipe, True), daemon=True),
             threading.Thread(target=self._drain, args=(self.proc.stdout, False), daemon=True),
         ]
         for t in self._threads:
@@ -294,7 +328,7 @@ class Daemon:
             pass
         for t in self._threads:
             t.join(5)
-        for pipe in (self.proc.stdout, self.proc.stderr):
+        for pipe in (self.proc.stdout, self.log_pipe):
             try:
                 pipe.close()
             except OSError:

@@ -343,7 +343,7 @@ class NotifyTest(SystemdTestCase):
         # CLOCK_MONOTONIC, as time.monotonic() reads it on Linux; loose bound.
         self.assertLess(abs(usec / 1e6 - self.notify.messages[i][0]), 60)
         self.notify.wait("READY", "1", start=i + 1, what="READY=1 after RELOADING=1")
-        d.wait_log(r"^<5>reloaded configuration from ")
+        d.wait_log(r"reloaded configuration from ")
         self.assertEqual(echo_once("127.0.0.1", port, b"after\n"), b"after\n")
         self.assert_stops_cleanly(d)
 
