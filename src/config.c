@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 #include "config.h"
+#include "conftext.h"
 #include "log.h"
 
 #include <arpa/inet.h>
@@ -7,6 +8,7 @@
 #include <errno.h>
 #include <libconfig.h>
 #include <limits.h>
+#include <net/if.h>
 #include <netinet/in.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -50,6 +52,8 @@ static const struct key_spec keys[] = {
     {"log_level", KEY_LEVEL, offsetof(struct config, log_level), 0, 0, false},
     UINT_KEY(shutdown_timeout_ms, 0, 3600000, false),
     UINT_KEY(idle_timeout_ms, 0, 86400000, false),
+    UINT_KEY(send_timeout_ms, 0, 86400000, false),
+    UINT_KEY(drain_idle_ms, 0, 3600000, false),
     UINT_KEY(sqpoll_idle_ms, 0, 60000, false),
     UINT_KEY(batch_wait_us, 0, 10000, false),
 };
@@ -72,6 +76,8 @@ void config_defaults(struct config *cfg)
 	cfg->log_level = LOG_INFO;
 	cfg->shutdown_timeout_ms = 10000;
 	cfg->idle_timeout_ms = 0;
+	cfg->send_timeout_ms = 60000;
+	cfg->drain_idle_ms = 1000;
 	cfg->sqpoll_idle_ms = 0;
 	cfg->batch_wait_us = 20;
 }
@@ -93,9 +99,25 @@ static int parse_port(const char *s, struct sockaddr_storage *ss)
 	return 0;
 }
 
+/* "%scope" of a link-local IPv6 address: an interface name or index. */
+static int parse_scope(const char *scope, struct sockaddr_in6 *in6)
+{
+	char *end;
+	unsigned long idx = strtoul(scope, &end, 10);
+
+	if (!*scope)
+		return -EINVAL;
+	if (*end)
+		idx = if_nametoindex(scope);
+	if (idx == 0 || idx > UINT32_MAX)
+		return -ENODEV;
+	in6->sin6_scope_id = (uint32_t)idx;
+	return 0;
+}
+
 static int parse_host(const char *host, size_t len, struct listen_addr *out)
 {
-	char buf[INET6_ADDRSTRLEN];
+	char buf[INET6_ADDRSTRLEN + IF_NAMESIZE + 1], *scope;
 	struct sockaddr_in *in = (struct sockaddr_in *)&out->ss;
 	struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)&out->ss;
 	bool v6 = len >= 2 && host[0] == '[' && host[len - 1] == ']';
@@ -108,10 +130,15 @@ static int parse_host(const char *host, size_t len, struct listen_addr *out)
 		return -EINVAL;
 	memcpy(buf, host, len);
 	buf[len] = '\0';
+	if (v6 && (scope = strchr(buf, '%')))
+		*scope++ = '\0';
 	if (v6 && inet_pton(AF_INET6, buf, &in6->sin6_addr) == 1) {
+		/* An IPv6-only socket cannot bind a v4-mapped address. */
+		if (IN6_IS_ADDR_V4MAPPED(&in6->sin6_addr))
+			return -EAFNOSUPPORT;
 		in6->sin6_family = AF_INET6;
 		out->len = sizeof(*in6);
-		return 0;
+		return scope ? parse_scope(scope, in6) : 0;
 	}
 	if (!v6 && inet_pton(AF_INET, buf, &in->sin_addr) == 1) {
 		in->sin_family = AF_INET;
@@ -125,37 +152,81 @@ int config_parse_addr(const char *text, struct listen_addr *out)
 {
 	const char *colon = strrchr(text, ':');
 	struct listen_addr a;
+	int ret;
 
 	memset(&a, 0, sizeof(a));
 	if (!colon || strlen(text) >= sizeof(a.text))
 		return -EINVAL;
-	if (parse_host(text, colon - text, &a) < 0 || parse_port(colon + 1, &a.ss) < 0)
+	if ((ret = parse_host(text, colon - text, &a)) < 0)
+		return ret;
+	if (parse_port(colon + 1, &a.ss) < 0)
 		return -EINVAL;
 	strcpy(a.text, text);
 	*out = a;
 	return 0;
 }
 
-/* Where a setting stands, as "file:line" (the include file when there is one). */
-static void add_error(struct config_errors *errs, const char *path,
-		      const config_setting_t *s, const char *fmt, ...) LOG_FMT(4, 5);
-
-static void add_error(struct config_errors *errs, const char *path,
-		      const config_setting_t *s, const char *fmt, ...)
+const char *config_addr_error(int err)
 {
-	va_list ap;
-	char *m;
-	int n;
+	switch (err) {
+	case -EAFNOSUPPORT:
+		return "an IPv4-mapped IPv6 address; write the IPv4 address as "
+		       "A.B.C.D:PORT";
+	case -ENODEV:
+		return "no such network interface after '%'";
+	default:
+		return "expected A.B.C.D:PORT, [V6]:PORT or [V6%IFACE]:PORT";
+	}
+}
 
+unsigned listen_addr_port(const struct listen_addr *a)
+{
+	if (a->ss.ss_family == AF_INET6)
+		return ntohs(((const struct sockaddr_in6 *)&a->ss)->sin6_port);
+	return ntohs(((const struct sockaddr_in *)&a->ss)->sin_port);
+}
+
+void config_verror(struct config_errors *errs, const char *where, const char *fmt,
+		   va_list ap)
+{
+	char *m;
+	int n = 0;
+
+	errs->total++;
 	if (errs->count >= CONFIG_MAX_ERRORS)
 		return;
 	m = errs->msg[errs->count++];
-	if (s && config_setting_source_file(s))
-		path = config_setting_source_file(s);
-	n = snprintf(m, CONFIG_ERROR_LEN, "%s:%u: ", path,
-		     s ? config_setting_source_line(s) : 0);
-	va_start(ap, fmt);
+	if (where)
+		n = snprintf(m, CONFIG_ERROR_LEN, "%s: ", where);
+	/* A prefix longer than the message buffer leaves no room: cut it. */
+	if (n < 0 || n >= CONFIG_ERROR_LEN)
+		n = CONFIG_ERROR_LEN - 1;
 	vsnprintf(m + n, CONFIG_ERROR_LEN - n, fmt, ap);
+}
+
+void config_error(struct config_errors *errs, const char *where, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	config_verror(errs, where, fmt, ap);
+	va_end(ap);
+}
+
+/* A problem with setting s, at its file and line. */
+static void add_error(struct config_errors *errs, const struct conftext *ct,
+		      const config_setting_t *s, const char *fmt, ...) LOG_FMT(4, 5);
+
+static void add_error(struct config_errors *errs, const struct conftext *ct,
+		      const config_setting_t *s, const char *fmt, ...)
+{
+	char where[PATH_MAX + 16];
+	va_list ap;
+
+	conftext_where(ct, s ? (int)config_setting_source_line(s) : 0, where,
+		       sizeof(where));
+	va_start(ap, fmt);
+	config_verror(errs, where, fmt, ap);
 	va_end(ap);
 }
 
@@ -199,70 +270,33 @@ static const struct key_spec *find_key(const char *name, const char **suggest)
 	return NULL;
 }
 
-static int read_file(config_t *lc, const char *path, struct config_errors *errs);
-
-/* An integer from an @include'd file. libconfig read that file itself, so
- * its literals were not widened and one past 32 bits wrapped: read the file
- * again on its own, widened, and take the same setting from there. A file
- * that does not parse on its own (an @include in the middle of a list) keeps
- * the value as read. */
-static long long included_int64(const config_setting_t *s, const char *path)
-{
-	const char *file = config_setting_source_file(s), *slash = strrchr(path, '/');
-	long long v = config_setting_get_int64(s);
-	struct config_errors *errs;
-	char full[PATH_MAX];
-	config_t lc;
-
-	if (!file || strcmp(file, path) == 0 || !(errs = calloc(1, sizeof(*errs))))
-		return v;
-	/* libconfig names it as written, relative to the main file's directory. */
-	if (file[0] != '/' && slash)
-		snprintf(full, sizeof(full), "%.*s/%s", (int)(slash - path), path, file);
-	else
-		snprintf(full, sizeof(full), "%s", file);
-	config_init(&lc);
-	if (read_file(&lc, full, errs) == 0) {
-		const config_setting_t *t = config_lookup(&lc, config_setting_name(s));
-
-		if (t && config_setting_source_line(t) == config_setting_source_line(s) &&
-		    (config_setting_type(t) == CONFIG_TYPE_INT ||
-		     config_setting_type(t) == CONFIG_TYPE_INT64))
-			v = config_setting_get_int64(t);
-	}
-	config_destroy(&lc);
-	free(errs);
-	return v;
-}
-
 static int set_uint(struct config *cfg, const struct key_spec *k,
-		    const config_setting_t *s, const char *path,
+		    const config_setting_t *s, const struct conftext *ct,
 		    struct config_errors *errs)
 {
 	int type = config_setting_type(s);
 	long long v;
 
 	if (type != CONFIG_TYPE_INT && type != CONFIG_TYPE_INT64) {
-		add_error(errs, path, s, "'%s' must be an integer", k->name);
+		add_error(errs, ct, s, "'%s' must be an integer", k->name);
 		return -EINVAL;
 	}
-	v = included_int64(s, path);
+	v = config_setting_get_int64(s);
 	if (v == LLONG_MAX || v == LLONG_MIN) { /* libconfig saturates */
-		add_error(errs, path, s,
+		add_error(errs, ct, s,
 			  "'%s' is out of range (%lld..%lld): the number does not fit in "
 			  "64 bits",
 			  k->name, k->min, k->max);
 		return -EINVAL;
 	}
 	if (v < k->min || v > k->max) {
-		add_error(errs, path, s, "'%s' = %lld is out of range (%lld..%lld)",
+		add_error(errs, ct, s, "'%s' = %lld is out of range (%lld..%lld)",
 			  k->name, v, k->min, k->max);
 		return -EINVAL;
 	}
 	if (k->pow2 && (v & (v - 1))) {
-		add_error(errs, path, s,
-			  "'%s' = %lld must be a power of two (%lld..%lld)", k->name, v,
-			  k->min, k->max);
+		add_error(errs, ct, s, "'%s' = %lld must be a power of two (%lld..%lld)",
+			  k->name, v, k->min, k->max);
 		return -EINVAL;
 	}
 	*(unsigned *)((char *)cfg + k->offset) = (unsigned)v;
@@ -270,12 +304,11 @@ static int set_uint(struct config *cfg, const struct key_spec *k,
 }
 
 static int set_bool(struct config *cfg, const struct key_spec *k,
-		    const config_setting_t *s, const char *path,
+		    const config_setting_t *s, const struct conftext *ct,
 		    struct config_errors *errs)
 {
 	if (config_setting_type(s) != CONFIG_TYPE_BOOL) {
-		add_error(errs, path, s, "'%s' must be a boolean (true or false)",
-			  k->name);
+		add_error(errs, ct, s, "'%s' must be a boolean (true or false)", k->name);
 		return -EINVAL;
 	}
 	*(bool *)((char *)cfg + k->offset) = config_setting_get_bool(s);
@@ -283,14 +316,14 @@ static int set_bool(struct config *cfg, const struct key_spec *k,
 }
 
 static int set_level(struct config *cfg, const struct key_spec *k,
-		     const config_setting_t *s, const char *path,
+		     const config_setting_t *s, const struct conftext *ct,
 		     struct config_errors *errs)
 {
 	const char *v = config_setting_get_string(s);
 	int level = v ? log_level_parse(v) : -1;
 
 	if (!v) {
-		add_error(errs, path, s,
+		add_error(errs, ct, s,
 			  "'%s' must be a string: \"error\", \"warning\", \"notice\", "
 			  "\"info\" or \"debug\"",
 			  k->name);
@@ -298,7 +331,7 @@ static int set_level(struct config *cfg, const struct key_spec *k,
 	}
 	if (level < 0) {
 		add_error(
-		    errs, path, s,
+		    errs, ct, s,
 		    "'%s' = \"%s\" is not one of error, warning, notice, info, debug",
 		    k->name, v);
 		return -EINVAL;
@@ -318,20 +351,20 @@ static bool listed_before(const struct listen_addr *listen, int i)
 }
 
 static int set_listen(struct config *cfg, const struct key_spec *k,
-		      const config_setting_t *s, const char *path,
+		      const config_setting_t *s, const struct conftext *ct,
 		      struct config_errors *errs)
 {
 	int n = config_setting_length(s);
-	int bad = 0;
+	int bad = 0, err;
 
 	if (!config_setting_is_list(s) && !config_setting_is_array(s)) {
-		add_error(errs, path, s,
+		add_error(errs, ct, s,
 			  "'listen' must be a list of \"HOST:PORT\" strings");
 		return -EINVAL;
 	}
 	if (n < k->min || n > k->max) {
-		add_error(errs, path, s, "'listen' has %d entries; it needs %lld..%lld",
-			  n, k->min, k->max);
+		add_error(errs, ct, s, "'listen' has %d entries; it needs %lld..%lld", n,
+			  k->min, k->max);
 		return -EINVAL;
 	}
 	for (int i = 0; i < n; i++) {
@@ -339,61 +372,59 @@ static int set_listen(struct config *cfg, const struct key_spec *k,
 		const char *text = config_setting_get_string(e);
 
 		if (!text) {
-			add_error(errs, path, e, "'listen' entries must be strings");
+			add_error(errs, ct, e, "'listen' entries must be strings");
 			bad = -EINVAL;
-		} else if (config_parse_addr(text, &cfg->listen[i]) < 0) {
-			add_error(
-			    errs, path, e,
-			    "'listen': cannot parse address '%s' (expected A.B.C.D:PORT "
-			    "or [V6]:PORT)",
-			    text);
+		} else if ((err = config_parse_addr(text, &cfg->listen[i])) < 0) {
+			add_error(errs, ct, e, "'listen': cannot parse address '%s' (%s)",
+				  text, config_addr_error(err));
 			bad = -EINVAL;
 		} else if (listed_before(cfg->listen, i)) {
-			add_error(errs, path, e, "'listen': '%s' is listed twice", text);
+			add_error(errs, ct, e, "'listen': '%s' is listed twice", text);
 			bad = -EINVAL;
 		}
 	}
 	cfg->nlisten = n;
+	cfg->listen_set = true;
 	return bad;
 }
 
-static int apply_setting(struct config *cfg, const config_setting_t *s, const char *path,
-			 struct config_errors *errs)
+static int apply_setting(struct config *cfg, const config_setting_t *s,
+			 const struct conftext *ct, struct config_errors *errs)
 {
 	const char *name = config_setting_name(s), *suggest;
 	const struct key_spec *k = find_key(name, &suggest);
 
 	if (!k) {
 		if (suggest)
-			add_error(errs, path, s, "unknown key '%s' (did you mean '%s'?)",
+			add_error(errs, ct, s, "unknown key '%s' (did you mean '%s'?)",
 				  name, suggest);
 		else
-			add_error(errs, path, s, "unknown key '%s'", name);
+			add_error(errs, ct, s, "unknown key '%s'", name);
 		return -EINVAL;
 	}
 	switch (k->kind) {
 	case KEY_UINT:
-		return set_uint(cfg, k, s, path, errs);
+		return set_uint(cfg, k, s, ct, errs);
 	case KEY_BOOL:
-		return set_bool(cfg, k, s, path, errs);
+		return set_bool(cfg, k, s, ct, errs);
 	case KEY_LEVEL:
-		return set_level(cfg, k, s, path, errs);
+		return set_level(cfg, k, s, ct, errs);
 	case KEY_LISTEN:
-		return set_listen(cfg, k, s, path, errs);
+		return set_listen(cfg, k, s, ct, errs);
 	}
 	return -EINVAL;
 }
 
 /* Rules that tie keys together, checked once every key has its value. */
-static int check_cross(const struct config *cfg, const config_t *lc, const char *path,
-		       struct config_errors *errs)
+static int check_cross(const struct config *cfg, const config_t *lc,
+		       const struct conftext *ct, struct config_errors *errs)
 {
 	const config_setting_t *s = config_lookup(lc, "max_pending_bytes");
 
 	if (cfg->max_pending_bytes < cfg->buffer_size) {
 		if (!s)
 			s = config_lookup(lc, "buffer_size");
-		add_error(errs, path, s,
+		add_error(errs, ct, s,
 			  "'max_pending_bytes' = %u must be at least 'buffer_size' = %u",
 			  cfg->max_pending_bytes, cfg->buffer_size);
 		return -EINVAL;
@@ -401,166 +432,63 @@ static int check_cross(const struct config *cfg, const config_t *lc, const char 
 	return 0;
 }
 
-/* Length of the integer literal at p (decimal or hex, optional sign), or 0. */
-static size_t int_literal_len(const char *p)
-{
-	size_t i = (*p == '+' || *p == '-') ? 1 : 0;
-	size_t start = i;
-
-	if (p[i] == '0' && (p[i + 1] == 'x' || p[i + 1] == 'X')) {
-		i += 2;
-		while (isxdigit((unsigned char)p[i]))
-			i++;
-		return i > start + 2 ? i : 0;
-	}
-	while (isdigit((unsigned char)p[i]))
-		i++;
-	if (i == start || p[i] == '.' || p[i] == 'e' || p[i] == 'E')
-		return 0; /* not a number, or a float */
-	return i;
-}
-
-/* libconfig 1.5 stores an integer literal without an L suffix in 32 bits and
- * wraps it silently (4294967297 loads as 1). Give every integer literal
- * outside comments and strings an L, so all are read as 64-bit. Characters
- * are only inserted, never newlines, so every line keeps its number. */
-static char *widen_integers(const char *in)
-{
-	char *out = malloc(2 * strlen(in) + 1), *o = out;
-	const char *p = in;
-
-	while (out && *p) {
-		size_t n;
-		if (*p == '"') { /* a string, escapes included */
-			*o++ = *p++;
-			while (*p && *p != '"') {
-				if (*p == '\\' && p[1])
-					*o++ = *p++;
-				*o++ = *p++;
-			}
-			if (*p)
-				*o++ = *p++;
-		} else if (*p == '#' || (p[0] == '/' && p[1] == '/')) {
-			while (*p && *p != '\n')
-				*o++ = *p++;
-		} else if (p[0] == '/' && p[1] == '*') {
-			const char *end = strstr(p + 2, "*/");
-			n = end ? (size_t)(end + 2 - p) : strlen(p);
-			memcpy(o, p, n);
-			o += n;
-			p += n;
-		} else if ((p == in || !(isalnum((unsigned char)p[-1]) || p[-1] == '_' ||
-					 p[-1] == '.')) &&
-			   (n = int_literal_len(p))) {
-			memcpy(o, p, n);
-			o += n;
-			p += n;
-			if (*p != 'L' && *p != 'l')
-				*o++ = 'L';
-		} else {
-			*o++ = *p++;
-		}
-	}
-	if (out)
-		*o = '\0';
-	return out;
-}
-
-/* The whole file, or NULL with errno set; *len is its length in bytes. */
-static char *slurp(const char *path, size_t *len)
-{
-	FILE *f = fopen(path, "r");
-	struct stat st;
-	char *text = NULL;
-
-	if (!f)
-		return NULL;
-	if (fstat(fileno(f), &st) == 0 && S_ISDIR(st.st_mode))
-		errno = EISDIR;
-	else if ((text = malloc(st.st_size + 1)))
-		text[ *len = fread(text, 1, st.st_size, f)] = '\0';
-	fclose(f);
-	return text;
-}
-
-/* Line of the first NUL byte in text[0..len), or 0: libconfig would read
- * only what comes before it. */
-static int nul_line(const char *text, size_t len)
-{
-	const char *nul = memchr(text, '\0', len);
-	int line = 1;
-
-	if (!nul)
-		return 0;
-	for (const char *p = text; p < nul; p++)
-		line += *p == '\n';
-	return line;
-}
-
-static int read_file(config_t *lc, const char *path, struct config_errors *errs)
-{
-	size_t len = 0;
-	char *text = slurp(path, &len), *wide, dir[PATH_MAX], *slash;
-	int err = errno, ok, line;
-
-	if (!text) {
-		snprintf(errs->msg[errs->count++], CONFIG_ERROR_LEN,
-			 "cannot read config %s: %s", path, strerror(err));
-		return err == ENOENT ? -ENOENT : -EINVAL;
-	}
-	if ((line = nul_line(text, len))) {
-		free(text);
-		snprintf(errs->msg[errs->count++], CONFIG_ERROR_LEN,
-			 "%s:%d: syntax error: a NUL byte", path, line);
-		return -EINVAL;
-	}
-	wide = widen_integers(text);
-	free(text);
-	if (!wide) {
-		snprintf(errs->msg[errs->count++], CONFIG_ERROR_LEN,
-			 "cannot read config %s: %s", path, strerror(ENOMEM));
-		return -EINVAL;
-	}
-	/* @include names are relative to the file's own directory. */
-	snprintf(dir, sizeof(dir), "%s", path);
-	slash = strrchr(dir, '/');
-	if (slash) {
-		*slash = '\0';
-		config_set_include_dir(lc, slash == dir ? "/" : dir);
-	}
-	ok = config_read_string(lc, wide) == CONFIG_TRUE;
-	free(wide);
-	if (ok)
-		return 0;
-	snprintf(errs->msg[errs->count++], CONFIG_ERROR_LEN, "%s:%d: syntax error: %s",
-		 config_error_file(lc) ? config_error_file(lc) : path,
-		 config_error_line(lc), config_error_text(lc));
-	return -EINVAL;
-}
-
 int config_load(struct config *cfg, const char *path, struct config_errors *errs)
 {
-	config_t lc;
+	struct conftext ct;
 	struct config next;
 	config_setting_t *root;
+	config_t lc;
 	int ret;
 
-	errs->count = 0;
-	config_init(&lc);
-	ret = read_file(&lc, path, errs);
+	errs->count = errs->total = 0;
+	ret = conftext_load(&ct, path, errs);
 	if (ret < 0)
+		return ret;
+	config_init(&lc);
+	if (config_read_string(&lc, ct.text) != CONFIG_TRUE) {
+		/* conftext checked the grammar, so this is not expected. */
+		char where[PATH_MAX + 16];
+		conftext_where(&ct, config_error_line(&lc), where, sizeof(where));
+		config_error(errs, where, "%s", config_error_text(&lc));
+		ret = -EINVAL;
 		goto out;
+	}
 	config_defaults(&next);
 	root = config_root_setting(&lc);
 	for (int i = 0; i < config_setting_length(root); i++)
-		if (apply_setting(&next, config_setting_get_elem(root, i), path, errs) <
-		    0)
+		if (apply_setting(&next, config_setting_get_elem(root, i), &ct, errs) < 0)
 			ret = -EINVAL;
 	if (ret == 0)
-		ret = check_cross(&next, &lc, path, errs);
+		ret = check_cross(&next, &lc, &ct, errs);
 	if (ret == 0)
 		*cfg = next;
 out:
 	config_destroy(&lc);
+	conftext_free(&ct);
 	return ret;
+}
+
+int config_resolve(struct config *cfg, const struct config_cli *cli, bool at_start,
+		   struct config_errors *errs, bool *no_file)
+{
+	struct config next;
+	int ret = config_load(&next, cli->path, errs);
+
+	*no_file = false;
+	if (ret == -ENOENT && !cli->path_given && at_start) {
+		errs->count = errs->total = 0;
+		config_defaults(&next);
+		*no_file = true;
+	} else if (ret < 0) {
+		return ret;
+	}
+	if (cli->nlisten) {
+		memcpy(next.listen, cli->listen, sizeof(next.listen));
+		next.nlisten = cli->nlisten;
+		next.listen_set = true;
+	}
+	if (cli->verbose)
+		next.log_level = LOG_DEBUG;
+	*cfg = next;
+	return 0;
 }

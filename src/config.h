@@ -4,6 +4,7 @@
 #ifndef RINGECHO_CONFIG_H
 #define RINGECHO_CONFIG_H
 
+#include <stdarg.h>
 #include <stdbool.h>
 #include <sys/socket.h>
 
@@ -24,6 +25,7 @@ struct listen_addr {
 struct config {
 	struct listen_addr listen[CONFIG_MAX_LISTEN];
 	unsigned nlisten;
+	bool listen_set; /* by the file or -l, not the built-in default */
 	unsigned backlog;
 	unsigned max_connections;
 	unsigned max_connections_per_ip; /* 0: unlimited */
@@ -35,14 +37,34 @@ struct config {
 	int log_level; /* LOG_ERR .. LOG_DEBUG */
 	unsigned shutdown_timeout_ms;
 	unsigned idle_timeout_ms; /* 0: never */
-	unsigned sqpoll_idle_ms;  /* 0: no SQPOLL thread */
-	unsigned batch_wait_us;	  /* longest a completion waits for its batch; 0: none */
+	unsigned
+	    send_timeout_ms; /* an echo making no progress that long: reset; 0: never */
+	unsigned drain_idle_ms;	 /* at shutdown, end clients silent that long; 0: never */
+	unsigned sqpoll_idle_ms; /* 0: no SQPOLL thread */
+	unsigned batch_wait_us;	 /* longest a completion waits for its batch; 0: none */
 };
 
 struct config_errors {
-	unsigned count;
+	unsigned count; /* in msg[] */
+	unsigned total; /* found, including those past CONFIG_MAX_ERRORS */
 	char msg[CONFIG_MAX_ERRORS][CONFIG_ERROR_LEN];
 };
+
+/* What the command line says about the configuration. */
+struct config_cli {
+	const char *path;
+	bool path_given; /* -c: then a missing file is an error */
+	struct listen_addr listen[CONFIG_MAX_LISTEN]; /* -l, replacing the file's */
+	unsigned nlisten;
+	bool verbose; /* -v */
+};
+
+/* Record one problem as "WHERE: message" (where may be NULL), cut to fit
+ * CONFIG_ERROR_LEN however long where is; past CONFIG_MAX_ERRORS, dropped. */
+void config_error(struct config_errors *errs, const char *where, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+void config_verror(struct config_errors *errs, const char *where, const char *fmt,
+		   va_list ap) __attribute__((format(printf, 3, 0)));
 
 /* The built-in defaults, the same values conf/ringechod.conf spells out. */
 void config_defaults(struct config *cfg);
@@ -52,7 +74,20 @@ void config_defaults(struct config *cfg);
  * described in errs ("file:line: ..."). *cfg is untouched on failure. */
 int config_load(struct config *cfg, const char *path, struct config_errors *errs);
 
-/* Parse "A.B.C.D:PORT" or "[V6]:PORT". 0 or -EINVAL. */
+/* The configuration to run with: the file, with the command line on top.
+ * Only at start-up does a missing default file mean the built-in defaults
+ * (*no_file is then set); on reload it is an error, so that a file briefly
+ * absent never swaps a running configuration for the defaults. 0, -ENOENT
+ * or -EINVAL, with errs filled; *cfg is untouched on failure. */
+int config_resolve(struct config *cfg, const struct config_cli *cli, bool at_start,
+		   struct config_errors *errs, bool *no_file);
+
+/* Parse "A.B.C.D:PORT", "[V6]:PORT" or "[V6%IFACE]:PORT" (a scoped
+ * link-local address). 0, or -EINVAL (syntax), -EAFNOSUPPORT (an
+ * IPv4-mapped IPv6 address, which an IPv6-only socket cannot bind) or
+ * -ENODEV (no such interface); config_addr_error() says which in words. */
 int config_parse_addr(const char *text, struct listen_addr *out);
+const char *config_addr_error(int err);
+unsigned listen_addr_port(const struct listen_addr *a);
 
 #endif

@@ -36,13 +36,21 @@ static void usage(FILE *out)
 
 static int usage_error(const char *what, const char *arg)
 {
-	fprintf(stderr, "ringechod: %s%s\n", what, arg);
-	usage(stderr);
+	fprintf(stderr, "ringechod: %s%s\nTry 'ringechod --help'.\n", what, arg);
+	return EXIT_USAGE;
+}
+
+static int usage_error2(const char *opt, const char *arg, const char *why)
+{
+	fprintf(
+	    stderr,
+	    "ringechod: %s: cannot parse address '%s' (%s)\nTry 'ringechod --help'.\n",
+	    opt, arg, why);
 	return EXIT_USAGE;
 }
 
 /* Parse argv into opts. -1 to go on, else an exit status. */
-static int parse_args(int argc, char **argv, struct server_opts *o, bool *test_only)
+static int parse_args(int argc, char **argv, struct config_cli *o, bool *test_only)
 {
 	static const struct option longopts[] = {
 	    {"config", required_argument, NULL, 'c'},
@@ -53,23 +61,22 @@ static int parse_args(int argc, char **argv, struct server_opts *o, bool *test_o
 	    {"help", no_argument, NULL, 'h'},
 	    {NULL, 0, NULL, 0},
 	};
-	int ch;
+	int ch, err;
 
 	opterr = 0;
 	while ((ch = getopt_long(argc, argv, ":c:l:tvVh", longopts, NULL)) != -1) {
 		switch (ch) {
 		case 'c':
-			o->config_path = optarg;
-			o->config_explicit = true;
+			o->path = optarg;
+			o->path_given = true;
 			break;
 		case 'l':
 			if (o->nlisten == CONFIG_MAX_LISTEN)
 				return usage_error("too many -l options (at most 64)",
 						   "");
-			if (config_parse_addr(optarg, &o->listen[o->nlisten++]) < 0)
-				return usage_error("-l: cannot parse address (expected "
-						   "A.B.C.D:PORT or [V6]:PORT): ",
-						   optarg);
+			if ((err = config_parse_addr(optarg, &o->listen[o->nlisten++])) <
+			    0)
+				return usage_error2("-l", optarg, config_addr_error(err));
 			break;
 		case 't':
 			*test_only = true;
@@ -95,56 +102,69 @@ static int parse_args(int argc, char **argv, struct server_opts *o, bool *test_o
 	return -1;
 }
 
-/* The file, the defaults (no default file), then the command line. */
-static int load_config(struct config *cfg, const struct server_opts *o)
+/* Say what was wrong, and how much, for -t and at start-up. */
+static void log_config_errors(const struct config_errors *errs)
+{
+	for (unsigned i = 0; i < errs->count; i++)
+		log_error("%s", errs->msg[i]);
+	if (errs->total > errs->count)
+		log_error("... and %u more", errs->total - errs->count);
+}
+
+/* -t: one true sentence about the file, and the exit status. */
+static int check_only(const struct config_cli *cli)
 {
 	struct config_errors errs;
-	int ret = config_load(cfg, o->config_path, &errs);
+	struct config cfg;
+	bool no_file;
 
-	if (ret == -ENOENT && !o->config_explicit) {
-		config_defaults(cfg);
-		log_info("no %s; using built-in defaults", o->config_path);
-	} else if (ret < 0) {
-		for (unsigned i = 0; i < errs.count; i++)
-			log_error("%s", errs.msg[i]);
+	if (config_resolve(&cfg, cli, true, &errs, &no_file) < 0) {
+		log_config_errors(&errs);
+		log_error("%u error%s in %s", errs.total, errs.total == 1 ? "" : "s",
+			  cli->path);
 		return EXIT_CONFIG;
 	}
-	if (o->nlisten) {
-		memcpy(cfg->listen, o->listen, sizeof(cfg->listen));
-		cfg->nlisten = o->nlisten;
-	}
-	if (o->verbose)
-		cfg->log_level = LOG_DEBUG;
+	if (no_file)
+		printf("ringechod: %s does not exist; ringechod would start with its "
+		       "built-in defaults\n",
+		       cli->path);
+	else
+		printf("ringechod: configuration file %s is valid\n", cli->path);
 	return 0;
 }
 
 int main(int argc, char **argv)
 {
-	struct server_opts opts = {.config_path = CONFIG_DEFAULT_PATH};
+	struct config_cli cli = {.path = CONFIG_DEFAULT_PATH};
+	struct config_errors errs;
 	struct config cfg;
 	struct server *s;
-	bool test_only = false;
+	bool test_only = false, no_file;
 	int ret;
 
-	ret = parse_args(argc, argv, &opts, &test_only);
+	ret = parse_args(argc, argv, &cli, &test_only);
 	if (ret >= 0)
 		return ret;
-	ret = load_config(&cfg, &opts);
-	if (ret)
-		return ret;
-	if (test_only) {
-		printf("ringechod: configuration file %s is valid\n", opts.config_path);
-		return 0;
+	if (test_only)
+		return check_only(&cli);
+	if (config_resolve(&cfg, &cli, true, &errs, &no_file) < 0) {
+		log_config_errors(&errs);
+		return EXIT_CONFIG;
 	}
 	log_set_level(cfg.log_level);
-	log_notice("ringechod %s starting", RINGECHO_VERSION);
+	if (no_file)
+		log_notice(
+		    "ringechod %s starting with built-in defaults (%s does not exist)",
+		    RINGECHO_VERSION, cli.path);
+	else
+		log_notice("ringechod %s starting with %s", RINGECHO_VERSION, cli.path);
 	/* Big (listen addresses, tables): keep it off the stack. */
 	s = malloc(sizeof(*s));
 	if (!s) {
 		log_error("out of memory");
 		return 1;
 	}
-	ret = server_init(s, &cfg, &opts);
+	ret = server_init(s, &cfg, &cli);
 	if (ret == 0)
 		ret = server_run(s);
 	server_deinit(s);

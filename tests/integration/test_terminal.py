@@ -1,0 +1,171 @@
+# SPDX-License-Identifier: MIT
+"""What a person at a terminal reads: log lines, -t, usage errors, bind errors.
+
+Priority prefixes ("<3>") are for the journal only: systemd names the
+journal stream in JOURNAL_STREAM, and only when stderr is that stream does
+the daemon write them; elsewhere its lines read "ringechod: LEVEL: ...".
+"""
+
+import os
+import re
+import socket
+import tempfile
+import unittest
+
+import harness
+from harness import EX_CONFIG, EX_USAGE, CheckedTestCase, free_port, run_daemon, write_config
+
+harness.exit_77_unless_io_uring()
+
+
+class LogFormatTest(CheckedTestCase):
+
+    def bad_config(self):
+        path = write_config("max_conections = 5;\n")
+        self.addCleanup(os.unlink, path)
+        return path
+
+    def test_terminal_gets_words_journal_gets_priorities(self):
+        path = self.bad_config()
+        plain = run_daemon(["-t", "-c", path], journal=False)
+        self.assertEqual(plain.returncode, EX_CONFIG)
+        self.assertEqual(plain.stderr.splitlines(), [
+            "ringechod: error: %s:1: unknown key 'max_conections' (did you mean "
+            "'max_connections'?)" % path,
+            "ringechod: error: 1 error in %s" % path])
+        journal = run_daemon(["-t", "-c", path], journal=True)
+        self.assertEqual(journal.stderr.splitlines()[-1], "<3>1 error in %s" % path)
+
+    def test_journal_stream_of_another_file_is_not_the_journal(self):
+        # systemd sets JOURNAL_STREAM for the service; a script it runs that
+        # sends stderr elsewhere keeps the variable but not the stream.
+        env = dict(os.environ, JOURNAL_STREAM="1:2")
+        d = self.start(journal=False, env=env, ready=False)
+        d.wait_log(r"^ringechod: notice: ready: 1 listener, ")
+        d.wait_log(r"^ringechod: notice: ringechod \S+ starting with %s$" % re.escape(d.conf))
+        self.assertFalse([l for l in d.lines if l.startswith("<")], d.log_text())
+        self.assertEqual(d.stop(), 0)
+
+
+class CheckConfigTest(unittest.TestCase):
+
+    @classmethod
+    def setUpClass(cls):
+        harness.require_binary()
+
+    def test_valid_file_one_line(self):
+        path = write_config({"max_connections": 10})
+        self.addCleanup(os.unlink, path)
+        r = run_daemon(["-t", "-c", path], journal=False)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertEqual(r.stdout, "ringechod: configuration file %s is valid\n" % path)
+        self.assertEqual(r.stderr, "")
+
+    def test_missing_default_file_says_one_true_thing(self):
+        default = "/etc/ringecho/ringechod.conf"
+        if os.path.exists(default):
+            self.skipTest("%s exists on this machine" % default)
+        r = run_daemon(["-t"], journal=False)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertEqual(r.stdout, "ringechod: %s does not exist; ringechod would start "
+                         "with its built-in defaults\n" % default)
+        self.assertEqual(r.stderr, "")
+
+    def test_errors_end_with_a_count(self):
+        path = write_config("backlog = 0;\nmax_connections = 0;\nfoo = 1;\n")
+        self.addCleanup(os.unlink, path)
+        r = run_daemon(["-t", "-c", path], journal=False)
+        self.assertEqual(r.returncode, EX_CONFIG)
+        lines = r.stderr.splitlines()
+        self.assertEqual(len(lines), 4, r.stderr)
+        self.assertEqual(lines[-1], "ringechod: error: 3 errors in %s" % path)
+
+    def test_syntax_errors_say_what_was_expected(self):
+        cases = [
+            ("buffer_size = 256k;\n", r":1: syntax error: buffer_size = '256k' is not a "
+             r"value: a string needs double quotes, and a number takes no unit"),
+            ("log_level = info;\n", r':1: syntax error: log_level = info: a string needs '
+             r'double quotes: "info"'),
+            ("listen = [127.0.0.1:7];\n", r":1: syntax error: '127.0.0.1:7' is not a value"),
+            ("backlog = 5\n\nmax_connections;\n", r":3: syntax error: expected '=' after "
+             r"'max_connections', found ';'"),
+        ]
+        for text, expect in cases:
+            with self.subTest(text=text):
+                path = write_config(text)
+                self.addCleanup(os.unlink, path)
+                r = run_daemon(["-t", "-c", path], journal=False)
+                self.assertEqual(r.returncode, EX_CONFIG)
+                self.assertRegex(r.stderr, re.escape(path) + expect)
+                self.assertNotIn("syntax error: syntax error", r.stderr)
+
+    def test_scoped_link_local_address(self):
+        path = write_config({"listen": ["[fe80::1%lo]:7777"]})
+        self.addCleanup(os.unlink, path)
+        r = run_daemon(["-t", "-c", path], journal=False)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        for bad, why in (("[fe80::1%nosuchif9]:7", "no such network interface"),
+                         ("[::ffff:127.0.0.1]:7", "write the IPv4 address as A.B.C.D:PORT")):
+            path = write_config({"listen": [bad]})
+            self.addCleanup(os.unlink, path)
+            r = run_daemon(["-t", "-c", path], journal=False)
+            self.assertEqual(r.returncode, EX_CONFIG)
+            self.assertIn(why, r.stderr)
+            r = run_daemon(["-l", bad, "-t", "-c", path], journal=False)
+            self.assertEqual(r.returncode, EX_USAGE)
+            self.assertIn(why, r.stderr)
+
+
+class UsageErrorTest(unittest.TestCase):
+
+    def test_usage_error_points_at_help(self):
+        r = run_daemon(["--bogus"], journal=False)
+        self.assertEqual(r.returncode, EX_USAGE)
+        self.assertEqual(r.stderr, "ringechod: unknown option: --bogus\n"
+                         "Try 'ringechod --help'.\n")
+        self.assertEqual(r.stdout, "")
+
+
+class BindErrorTest(CheckedTestCase):
+
+    def test_address_in_use_names_it(self):
+        with socket.socket() as taken:
+            taken.bind(("127.0.0.1", 0))
+            taken.listen()
+            port = taken.getsockname()[1]
+            d = self.start({"listen": ["127.0.0.1:%d" % port]}, port=port, ready=False,
+                           journal=False)
+            self.assertEqual(d.wait_exit(), 1)
+        d.wait_log(r"^ringechod: error: cannot listen on 127\.0\.0\.1:%d: Address already "
+                   r"in use \(another program, or another ringechod, is listening there\)$"
+                   % port)
+
+    def test_low_port_without_privilege_points_at_the_socket_unit(self):
+        def drop():
+            if os.geteuid() == 0:
+                os.setgroups([])
+                os.setgid(65534)
+                os.setuid(65534)
+        port = 7
+        probe = socket.socket()
+        try:
+            probe.bind(("127.0.0.1", port))
+        except PermissionError:
+            pass
+        except OSError:
+            self.skipTest("port 7 is taken on this machine")
+        finally:
+            probe.close()
+        conf = write_config({"listen": ["127.0.0.1:%d" % port]},
+                            path=os.path.join(tempfile.mkdtemp(), "c.conf"))
+        os.chmod(os.path.dirname(conf), 0o755)
+        os.chmod(conf, 0o644)
+        r = run_daemon(["-c", conf], journal=False, preexec_fn=drop)
+        self.assertEqual(r.returncode, 1, r.stderr)
+        self.assertIn("cannot listen on 127.0.0.1:7: Permission denied (a port below 1024 "
+                      "needs a privilege ringechod.service does not have: use "
+                      "ringechod.socket, whose sockets systemd binds)", r.stderr)
+
+
+if __name__ == "__main__":
+    unittest.main()
