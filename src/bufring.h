@@ -51,4 +51,18 @@ static inline bool bufring_may_hold(const struct bufring *b)
 	return b->held < b->count / 2;
 }
 
+/* A buffer the kernel filled is kept to send from (count it against the
+ * budget bufring_may_hold() checks). */
+static inline void bufring_hold(struct bufring *b)
+{
+	b->held++;
+}
+
+/* A held buffer's bytes are sent (or dropped): hand it back. */
+static inline void bufring_unhold(struct bufring *b, uint16_t bid)
+{
+	bufring_recycle(b, bid);
+	b->held--;
+}
+
 #endif

@@ -78,8 +78,7 @@ static inline void chain_consume(struct chain *ch, struct bufring *b, uint32_t s
 	ch->bytes -= sent;
 	while (ch->nsend && sent >= ch->len[ch->head] - ch->off) {
 		sent -= ch->len[ch->head] - ch->off;
-		bufring_recycle(b, ch->bid[ch->head]);
-		b->held--;
+		bufring_unhold(b, ch->bid[ch->head]);
 		ch->off = 0;
 		ch->head = (uint8_t)chain_slot(ch, 1);
 		ch->n--;
@@ -108,8 +107,7 @@ static inline void chain_spill(struct chain *ch, struct bufring *b, char *dst)
 		memcpy(dst, bufring_addr(b, ch->bid[i]), ch->len[i]);
 		dst += ch->len[i];
 		ch->bytes -= ch->len[i];
-		bufring_recycle(b, ch->bid[i]);
-		b->held--;
+		bufring_unhold(b, ch->bid[i]);
 	}
 	ch->n = ch->nsend;
 }
@@ -118,8 +116,7 @@ static inline void chain_spill(struct chain *ch, struct bufring *b, char *dst)
 static inline void chain_release(struct chain *ch, struct bufring *b)
 {
 	while (ch->n) {
-		bufring_recycle(b, ch->bid[ch->head]);
-		b->held--;
+		bufring_unhold(b, ch->bid[ch->head]);
 		ch->head = (uint8_t)chain_slot(ch, 1);
 		ch->n--;
 	}

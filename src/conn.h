@@ -38,12 +38,24 @@ enum conn_flag {
 	CONN_WR_SHUT = 1 << 7,	  /* our FIN is sent; waiting for the client's */
 	CONN_CLEAN = 1 << 8,	  /* closing after the whole echo, not on an error */
 	CONN_SEND_DUE = 1 << 9,	  /* bytes wait for the batch's end; in server.due */
+	CONN_REFUSED = 1 << 10,	  /* over a limit: EOF at once, input discarded */
+	CONN_QUIET = 1 << 11,	  /* owes nothing: empty the socket, then close */
+	CONN_OUTQ_SAMPLED = 1 << 12, /* outq_sample holds the send queue's length */
+};
+
+/* Why a connection was told to finish, for the shutdown's last log line. */
+enum conn_cut {
+	CUT_NONE,
+	CUT_IDLE,	/* idle_timeout_ms */
+	CUT_DRAIN_IDLE, /* idle at shutdown (drain_idle_ms): ended at once */
+	CUT_DEADLINE,	/* still busy at the shutdown deadline */
 };
 
 struct conn {
 	uint64_t id;
 	int fd;
 	uint16_t flags;
+	uint8_t cut;	   /* enum conn_cut */
 	int32_t send_bid;  /* provided buffer the send is using, or -1 */
 	char *send_buf;	   /* heap memory the send is using (NULL with a bid) */
 	uint32_t send_off; /* bytes of the current send already on the wire */
@@ -51,11 +63,30 @@ struct conn {
 	struct chain *chain;	 /* held buffers; NULL until the client pipelines */
 	struct outq queue;	 /* bytes copied while a send was in flight */
 	uint64_t last_active_ms; /* last byte received or echoed */
-	struct list lru;	 /* in server.idle_lru, oldest first */
+	uint64_t last_recv_ms;	 /* last byte received (or the accept) */
+	uint64_t send_since_ms;	 /* while it owes bytes: their last progress */
+	uint32_t outq_sample;	 /* kernel send queue, halfway to send_timeout_ms */
+	struct list lru;	 /* in server.idle_lru, oldest first; refused:
+				    in server.lingering */
+	struct list sending;	 /* in server.sending while it owes bytes */
 	struct list wait;	 /* in server.starved while CONN_STARVED */
 	struct list due;	 /* in server.due while CONN_SEND_DUE */
 	struct peer_key peer;
 };
+
+struct server;
+
+/* A new connection on fd, in the table, in no list and counted nowhere
+ * yet. NULL when out of memory (fd is left open). */
+struct conn *conn_alloc(struct server *s, int fd);
+/* Close and free c, handing back every buffer it holds and unlinking it
+ * from everything. Its operations must be over (or the ring gone). */
+void conn_destroy(struct server *s, struct conn *c);
+/* Done with the memory the last send used. */
+void conn_release_send(struct server *s, struct conn *c);
+/* Read away what a client sent and nobody will read, so that closing the
+ * socket sends a FIN and not a reset. */
+void conn_drain_socket(int fd);
 
 /* Bytes received and not yet echoed. */
 static inline uint64_t conn_pending(const struct conn *c)

@@ -8,6 +8,8 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/sockios.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -111,19 +113,6 @@ static void submit_chain(struct server *s, struct conn *c, unsigned count)
 	s->sends_queued++;
 }
 
-/* Done with the memory the last send used. */
-static void release_send(struct server *s, struct conn *c)
-{
-	if (c->send_bid >= 0) {
-		bufring_recycle(&s->bufs, c->send_bid);
-		s->bufs.held--;
-		c->send_bid = -1;
-	}
-	free(c->send_buf);
-	c->send_buf = NULL;
-	c->send_off = c->send_len = 0;
-}
-
 /* The queue becomes the send's memory: handed over, not copied. */
 static void send_queue(struct server *s, struct conn *c)
 {
@@ -203,7 +192,7 @@ static bool hold(struct server *s, struct conn *c, uint16_t bid, uint32_t len)
 		c->send_len = 0;
 	}
 	chain_push(c->chain, bid, len);
-	s->bufs.held++;
+	bufring_hold(&s->bufs);
 	return true;
 }
 
@@ -217,6 +206,23 @@ static void touch(struct server *s, struct conn *c)
 	list_add_tail(&s->idle_lru, &c->lru);
 }
 
+/* Keep c on the sending list exactly while it owes its client bytes, with
+ * the time its echo last moved (send_timeout_ms). progress: a send just
+ * put bytes on the wire. */
+static void track_sending(struct server *s, struct conn *c, bool progress)
+{
+	bool owes = conn_pending(c) > 0;
+
+	if (!owes) {
+		list_del(&c->sending);
+	} else if (progress || !list_linked(&c->sending)) {
+		c->send_since_ms = s->now_ms;
+		c->flags &= ~CONN_OUTQ_SAMPLED;
+		list_del(&c->sending);
+		list_add_tail(&s->sending, &c->sending);
+	}
+}
+
 static void on_data(struct server *s, struct conn *c, uint16_t bid, uint32_t len)
 {
 	if (c->flags & (CONN_CLOSING | CONN_NO_RECV)) {
@@ -227,13 +233,14 @@ static void on_data(struct server *s, struct conn *c, uint16_t bid, uint32_t len
 	}
 	s->stats.messages++;
 	s->recvs_batch++;
+	c->last_recv_ms = s->now_ms;
 	touch(s, c);
 	if (!(c->flags & (CONN_SEND_ARMED | CONN_SEND_DUE)) && !c->queue.len &&
 	    bufring_may_hold(&s->bufs)) {
 		c->send_bid = bid;
 		c->send_len = len;
 		c->send_off = 0;
-		s->bufs.held++;
+		bufring_hold(&s->bufs);
 	} else if ((c->flags & (CONN_SEND_ARMED | CONN_SEND_DUE)) &&
 		   hold(s, c, bid, len)) {
 		/* sent with the others */
@@ -249,6 +256,7 @@ static void on_data(struct server *s, struct conn *c, uint16_t bid, uint32_t len
 		}
 	}
 	send_due(s, c);
+	track_sending(s, c, false);
 	/* Backpressure: a client that does not read stops being read. */
 	if (conn_pending(c) >= s->cfg.max_pending_bytes)
 		stop_recv(s, c);
@@ -303,7 +311,7 @@ void echo_on_send(struct server *s, const struct io_uring_cqe *cqe)
 		if (res < 0 && res != -ECANCELED)
 			log_debug("connection %llu: send: %s", (unsigned long long)c->id,
 				  strerror(-res));
-		release_send(s, c);
+		conn_release_send(s, c);
 		echo_abort(s, c);
 	} else {
 		s->stats.bytes += res;
@@ -320,9 +328,10 @@ void echo_on_send(struct server *s, const struct io_uring_cqe *cqe)
 			s->stats.short_sends++; /* resume from where the kernel stopped */
 			submit_send(s, c);
 		} else {
-			release_send(s, c);
+			conn_release_send(s, c);
 			send_next(s, c);
 		}
+		track_sending(s, c, true);
 	}
 	conn_settle(s, c);
 }
@@ -338,29 +347,8 @@ static void maybe_recv(struct server *s, struct conn *c)
 	submit_recv(s, c);
 }
 
-static void conn_release(struct server *s, struct conn *c)
-{
-	log_debug("connection %llu: closed%s", (unsigned long long)c->id,
-		  c->flags & CONN_CLEAN ? " after its echo" : " (reset or error)");
-	close(c->fd);
-	release_send(s, c);
-	if (c->chain)
-		chain_release(c->chain, &s->bufs);
-	free(c->chain);
-	free(c->queue.data);
-	list_del(&c->lru);
-	list_del(&c->wait);
-	list_del(&c->due);
-	conn_table_remove(&s->conns, c->id);
-	if (c->peer.valid)
-		peer_remove(&s->peers, &c->peer);
-	s->nconns--;
-	free(c);
-	server_conn_released(s);
-}
-
 /* Everything a connection does next follows from its flags; every handler
- * ends here, and only here is a connection freed. */
+ * ends here, and only here (or at tear-down) is a connection freed. */
 static void conn_settle(struct server *s, struct conn *c)
 {
 	if (!(c->flags & CONN_CLOSING)) {
@@ -382,7 +370,7 @@ static void conn_settle(struct server *s, struct conn *c)
 	}
 	if ((c->flags & CONN_CLOSING) &&
 	    !(c->flags & (CONN_RECV_ARMED | CONN_SEND_ARMED)))
-		conn_release(s, c);
+		conn_destroy(s, c);
 }
 
 /* Begin closing c at once; its caller settles it afterwards. */
@@ -393,6 +381,7 @@ static void echo_abort(struct server *s, struct conn *c)
 	c->flags |= CONN_CLOSING;
 	list_del(&c->lru);
 	list_del(&c->wait);
+	list_del(&c->sending);
 	c->flags &= ~CONN_STARVED;
 	/* Without an SQE, shutting the socket down ends its recv and send. */
 	if ((c->flags & (CONN_RECV_ARMED | CONN_SEND_ARMED)) &&
@@ -406,35 +395,51 @@ void echo_reset(struct server *s, struct conn *c)
 	conn_settle(s, c);
 }
 
-void echo_finish(struct server *s, struct conn *c)
+bool echo_owes_nothing(const struct conn *c)
+{
+	return !(c->flags & CONN_SEND_ARMED) && conn_pending(c) == 0;
+}
+
+void echo_end_quietly(struct server *s, struct conn *c, enum conn_cut why)
+{
+	if (c->flags & CONN_CLOSING)
+		return;
+	if (c->cut == CUT_NONE)
+		c->cut = why;
+	if (!(c->flags & CONN_WR_SHUT))
+		shutdown(c->fd, SHUT_WR);
+	c->flags |= CONN_WR_SHUT | CONN_QUIET;
+	echo_abort(s, c);
+	c->flags |= CONN_CLEAN;
+	conn_settle(s, c);
+}
+
+void echo_cut(struct server *s, struct conn *c, enum conn_cut why)
 {
 	if (c->flags & (CONN_CLOSING | CONN_NO_RECV))
 		return;
+	c->cut = why;
 	c->flags |= CONN_NO_RECV;
 	conn_settle(s, c);
 }
 
 void echo_retry_starved(struct server *s)
 {
-	struct list batch;
+	uint64_t back = s->bufs.recycled - s->recycled_at_batch;
 
-	if (list_empty(&s->starved) || s->bufs.recycled == s->recycled_at_batch)
-		return;
-	/* Take the whole list: a retry that starves again joins s->starved
-	 * anew and waits for the next batch's recycling. */
-	batch = s->starved;
-	batch.next->prev = &batch;
-	batch.prev->next = &batch;
-	list_init(&s->starved);
-	while (!list_empty(&batch)) {
-		struct conn *c = container_of(batch.next, struct conn, wait);
+	/* Each retried receive wants a buffer: wake as many connections as
+	 * buffers came back, oldest first. One that starves again rejoins
+	 * the list's tail. */
+	while (back-- && !list_empty(&s->starved)) {
+		struct conn *c = container_of(s->starved.next, struct conn, wait);
 		list_del(&c->wait);
 		c->flags &= ~CONN_STARVED;
+		s->stats.starved_retries++;
 		conn_settle(s, c);
 	}
 }
 
-void echo_expire_idle(struct server *s)
+static void expire_idle(struct server *s)
 {
 	uint64_t idle = s->cfg.idle_timeout_ms;
 
@@ -443,10 +448,10 @@ void echo_expire_idle(struct server *s)
 
 		if (s->now_ms - c->last_active_ms < idle)
 			break;
-		if (conn_pending(c) || (c->flags & CONN_SEND_ARMED)) {
+		if (!echo_owes_nothing(c)) {
 			/* Its echo waits for the client to read it (maybe
 			 * with the receive paused for backpressure): it is
-			 * the client's turn, so the clock starts afresh. */
+			 * the client's turn, and send_timeout_ms's. */
 			touch(s, c);
 			continue;
 		}
@@ -454,7 +459,7 @@ void echo_expire_idle(struct server *s)
 		if (c->flags & CONN_NO_RECV) {
 			/* Told to finish a whole timeout ago, its echo all
 			 * sent, and its client has still not closed. */
-			echo_reset(s, c);
+			echo_end_quietly(s, c, CUT_IDLE);
 			continue;
 		}
 		s->stats.idle_closed++;
@@ -463,121 +468,119 @@ void echo_expire_idle(struct server *s)
 			  (unsigned long long)(s->now_ms - c->last_active_ms));
 		c->last_active_ms = s->now_ms;
 		list_add_tail(&s->idle_lru, &c->lru);
-		echo_finish(s, c);
+		echo_cut(s, c, CUT_IDLE);
 	}
 }
 
-static void refuse(struct server *s, int fd, const char *why, uint64_t *counter)
+/* Bytes in c's kernel send queue (sent and unacknowledged, or unsent). */
+static uint32_t send_queue_bytes(const struct conn *c)
 {
-	unsigned dropped;
+	int n = 0;
 
-	(*counter)++;
-	/* Closed at once so the client sees EOF now instead of hanging. */
-	close(fd);
-	if (ratelimit_allow(&s->rl_refuse, s->now_ms, &dropped))
-		log_warn(
-		    "refusing a connection: %s reached (%u more refused since the last "
-		    "message)",
-		    why, dropped);
+	return ioctl(c->fd, SIOCOUTQ, &n) == 0 && n > 0 ? (uint32_t)n : 0;
 }
 
-static struct conn *conn_new(struct server *s, int fd, const struct peer_key *peer)
+/* send_timeout_ms: a client that stopped reading its echo. A send in flight
+ * completes only once the socket buffer is half free, which a slow reader
+ * of a big buffer takes long to do: so halfway through the timeout the
+ * kernel's queue is sampled, and a queue that shrank since counts as
+ * progress. */
+static void expire_stalled(struct server *s)
 {
-	struct conn *c = calloc(1, sizeof(*c));
+	uint64_t limit = s->cfg.send_timeout_ms;
+	struct list *pos = s->sending.next;
 
-	if (!c)
-		return NULL;
-	c->id = s->next_conn_id++;
-	c->fd = fd;
-	c->send_bid = -1;
-	c->peer = *peer;
-	c->last_active_ms = s->now_ms;
-	list_init(&c->wait);
-	list_init(&c->due);
-	list_add_tail(&s->idle_lru, &c->lru);
-	if (conn_table_insert(&s->conns, c->id, c) < 0 ||
-	    (peer->valid && peer_add(&s->peers, peer) < 0)) {
-		conn_table_remove(&s->conns, c->id);
+	while (limit && pos != &s->sending) {
+		struct conn *c = container_of(pos, struct conn, sending);
+		uint64_t age = s->now_ms - c->send_since_ms;
+
+		pos = pos->next;
+		if (age < limit / 2)
+			break;
+		if (!(c->flags & CONN_OUTQ_SAMPLED)) {
+			c->outq_sample = send_queue_bytes(c);
+			c->flags |= CONN_OUTQ_SAMPLED;
+		} else if (age >= limit && send_queue_bytes(c) < c->outq_sample) {
+			track_sending(s, c, true); /* the client did read */
+		} else if (age >= limit) {
+			list_del(&c->sending);
+			s->stats.send_timeouts++;
+			log_debug(
+			    "connection %llu: its echo made no progress for %llu ms; "
+			    "resetting it",
+			    (unsigned long long)c->id, (unsigned long long)age);
+			echo_reset(s, c);
+		}
+	}
+}
+
+/* Refused clients that have not closed after their EOF. */
+static void expire_refused(struct server *s)
+{
+	while (!list_empty(&s->lingering)) {
+		struct conn *c = container_of(s->lingering.next, struct conn, lru);
+
+		if (s->now_ms - c->last_active_ms < REFUSE_LINGER_MS)
+			break;
 		list_del(&c->lru);
-		free(c);
-		return NULL;
+		echo_end_quietly(s, c, CUT_NONE);
 	}
-	s->nconns++;
-	s->stats.conns_total++;
-	return c;
 }
 
-static void conn_accept(struct server *s, int fd)
+void echo_tick(struct server *s)
 {
-	struct sockaddr_storage ss = {.ss_family = AF_UNSPEC};
-	socklen_t len = sizeof(ss);
-	struct peer_key peer = {.valid = 0};
-	struct conn *c;
+	expire_idle(s);
+	expire_stalled(s);
+	expire_refused(s);
+	/* A safety net: a starved receive whose buffers came back while
+	 * nothing else ran would otherwise wait for the next recycle. */
+	s->recycled_at_batch = s->bufs.recycled - 1;
+	echo_retry_starved(s);
+	s->recycled_at_batch = s->bufs.recycled;
+}
 
-	if (s->state >= SERVER_CUTTING) {
-		close(fd);
-		return;
-	}
-	if (s->nconns >= s->cfg.max_connections) {
-		refuse(s, fd, "max_connections", &s->stats.refused_max);
-		return;
-	}
-	if (getpeername(fd, (struct sockaddr *)&ss, &len) == 0)
-		peer_key_from(&peer, &ss);
-	if (s->cfg.max_connections_per_ip && peer.valid &&
-	    peer_count(&s->peers, &peer) >= s->cfg.max_connections_per_ip) {
-		refuse(s, fd, "max_connections_per_ip", &s->stats.refused_per_ip);
-		return;
-	}
-	c = conn_new(s, fd, &peer);
-	if (!c) {
+void echo_serve(struct server *s, int fd, const struct peer_key *peer,
+		const struct sockaddr_storage *ss)
+{
+	struct conn *c = conn_alloc(s, fd);
+
+	if (!c || (peer->valid && peer_add(&s->peers, peer) < 0)) {
+		if (c) {
+			conn_table_remove(&s->conns, c->id);
+			free(c);
+		}
 		log_warn("out of memory for a new connection; closing it");
 		close(fd);
 		return;
 	}
+	c->peer = *peer;
+	list_add_tail(&s->idle_lru, &c->lru);
+	s->nconns++;
+	s->stats.conns_total++;
 	if (log_get_level() >= LOG_DEBUG) {
 		char name[CONFIG_ADDR_TEXT];
-		sockaddr_text(&ss, name, sizeof(name));
+		sockaddr_text(ss, name, sizeof(name));
 		log_debug("connection %llu from %s: accepted", (unsigned long long)c->id,
 			  name);
 	}
 	conn_settle(s, c);
 }
 
-/* Out of fds (or memory, or anything odd): leave new clients in the backlog
- * until a connection closes or the pause passes, and never spin. */
-static void pause_accepts(struct server *s, const struct listener *l, int err)
+void echo_refuse(struct server *s, int fd)
 {
-	unsigned dropped;
+	struct conn *c = s->nrefused < REFUSE_LINGER_MAX ? conn_alloc(s, fd) : NULL;
 
-	s->stats.accept_paused++;
-	s->accept_resume_ms = s->now_ms + ACCEPT_PAUSE_MS;
-	if (ratelimit_allow(&s->rl_accept, s->now_ms, &dropped))
-		log_warn(
-		    "accept: %s; pausing accepts on %s (%u similar messages suppressed)",
-		    strerror(err), l->name, dropped);
-}
-
-void echo_on_accept(struct server *s, const struct io_uring_cqe *cqe)
-{
-	uint64_t lid = op_decode_id(cqe->user_data);
-	struct listener *l = listeners_find(&s->listeners, lid);
-
-	if (cqe->res >= 0)
-		conn_accept(s, cqe->res);
-	if (cqe->flags & IORING_CQE_F_MORE)
-		return;
-	if (!l)
-		return; /* its listener was closed: nothing to re-arm */
-	l->armed = false;
-	if (cqe->res == -ECANCELED)
-		return;
-	if (cqe->res >= 0 || cqe->res == -ECONNABORTED || cqe->res == -EINTR ||
-	    cqe->res == -EAGAIN) {
-		/* The multishot ended on a passing condition: go on. */
-		if (!s->accept_resume_ms)
-			server_arm_accept(s, l);
+	shutdown(fd, SHUT_WR); /* the EOF, at once */
+	if (!c) {
+		/* Too many lingering already: read what it sent so far, so
+		 * that close() is still a FIN, not a reset. */
+		conn_drain_socket(fd);
+		close(fd);
 		return;
 	}
-	pause_accepts(s, l, -cqe->res);
+	/* Read and discard until its EOF, as a cut connection does. */
+	c->flags |= CONN_REFUSED | CONN_NO_RECV | CONN_WR_SHUT;
+	list_add_tail(&s->lingering, &c->lru);
+	s->nrefused++;
+	conn_settle(s, c);
 }

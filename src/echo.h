@@ -1,27 +1,45 @@
 /* SPDX-License-Identifier: MIT */
-/* The echo engine: what each accept, recv and send completion does to a
- * connection, and how a connection ends. */
+/* The echo engine: what each recv and send completion does to a connection,
+ * and how a connection ends. */
 #ifndef RINGECHO_ECHO_H
 #define RINGECHO_ECHO_H
 
+#include "conn.h"
+
 #include <liburing.h>
+#include <stdbool.h>
+#include <sys/socket.h>
 
 struct server;
-struct conn;
+struct peer_key;
 
-void echo_on_accept(struct server *s, const struct io_uring_cqe *cqe);
+/* How long a refused client may take to close after its EOF before the
+ * socket is closed anyway, and how many may linger at once. */
+#define REFUSE_LINGER_MS  1000
+#define REFUSE_LINGER_MAX 256
+
+/* Serve a new client on fd (peer: its address, for the per-IP count). */
+void echo_serve(struct server *s, int fd, const struct peer_key *peer,
+		const struct sockaddr_storage *ss);
+/* A client refused by a limit: a clean EOF at once, even if it already
+ * sent something; its input is read and dropped until it closes. */
+void echo_refuse(struct server *s, int fd);
 void echo_on_recv(struct server *s, const struct io_uring_cqe *cqe);
 void echo_on_send(struct server *s, const struct io_uring_cqe *cqe);
-/* Re-arm connections whose recv found the buffer ring empty, once buffers
- * have come back. Call after each batch of completions. */
+/* Re-arm connections whose recv found the buffer ring empty, one for each
+ * buffer that came back in this batch. Call after each batch. */
 void echo_retry_starved(struct server *s);
 /* Start the sends the batch of completions just handled made due. */
 void echo_start_sends(struct server *s);
-/* Finish connections that sent nothing for idle_timeout_ms while none of
- * their echo was waiting to be read; reset those still open a timeout after. */
-void echo_expire_idle(struct server *s);
-/* Receive no more from c; send what it already sent us, then a clean EOF. */
-void echo_finish(struct server *s, struct conn *c);
+/* Timeouts: idle_timeout_ms, send_timeout_ms, refused clients. */
+void echo_tick(struct server *s);
+/* Nothing received is waiting to be echoed and no send is in flight. */
+bool echo_owes_nothing(const struct conn *c);
+/* Receive no more from c; send what it already sent us, then a clean EOF,
+ * and close at the client's EOF. */
+void echo_cut(struct server *s, struct conn *c, enum conn_cut why);
+/* For a connection that owes nothing: EOF and close now, without a reset. */
+void echo_end_quietly(struct server *s, struct conn *c, enum conn_cut why);
 /* Close c now, cancelling whatever is in flight; c may be freed at once. */
 void echo_reset(struct server *s, struct conn *c);
 

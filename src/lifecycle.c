@@ -1,6 +1,9 @@
 /* SPDX-License-Identifier: MIT */
 #include "lifecycle.h"
+#include "accept.h"
+#include "conn.h"
 #include "echo.h"
+#include "reload.h"
 #include "op.h"
 #include "server.h"
 
@@ -60,17 +63,46 @@ void lifecycle_arm(struct server *s)
 	s->sig_armed = true;
 }
 
+static void cut_deadline(struct server *s, struct conn *c)
+{
+	echo_cut(s, c, CUT_DEADLINE);
+}
+
 /* Every connection: receive no more, echo what was received, clean EOF. */
 static void begin_cut(struct server *s)
 {
 	s->state = SERVER_CUTTING;
-	s->cut = s->nconns;
 	s->deadline_ms = s->now_ms + CUT_GRACE_MS;
-	log_notice("shutdown: cutting %u connections (echoing what they sent, then EOF)",
-		   s->nconns);
-	server_each_conn(s, echo_finish);
-	if (s->nconns == 0)
-		s->state = SERVER_DONE;
+	log_notice("shutdown: cutting %u connection%s (echoing what they sent, then EOF)",
+		   s->nconns, plural_s(s->nconns));
+	server_each_conn(s, cut_deadline);
+}
+
+/* drain_idle_ms: a client between two sends is not done, but one that owes
+ * nothing and has been silent that long is; it gets its EOF now instead of
+ * holding the shutdown up to the deadline. */
+static void end_if_idle(struct server *s, struct conn *c)
+{
+	if (!(c->flags & (CONN_CLOSING | CONN_NO_RECV | CONN_REFUSED)) &&
+	    echo_owes_nothing(c) && s->now_ms - c->last_recv_ms >= s->cfg.drain_idle_ms)
+		echo_end_quietly(s, c, CUT_DRAIN_IDLE);
+}
+
+static void end_idle(struct server *s)
+{
+	if (s->cfg.drain_idle_ms)
+		server_each_conn(s, end_if_idle);
+}
+
+/* At the end of the cut: a connection that owes nothing is closed (its
+ * client had its EOF and every byte), one whose client never took its
+ * echo is reset. */
+static void end_or_reset(struct server *s, struct conn *c)
+{
+	if (c->flags & CONN_REFUSED || echo_owes_nothing(c))
+		echo_end_quietly(s, c, CUT_DEADLINE);
+	else
+		echo_reset(s, c);
 }
 
 static void begin_drain(struct server *s)
@@ -78,17 +110,20 @@ static void begin_drain(struct server *s)
 	char status[128];
 
 	while (s->listeners.n)
-		server_close_listener(s, &s->listeners.v[s->listeners.n - 1]);
+		accept_close_listener(s, &s->listeners.v[s->listeners.n - 1]);
 	s->state = SERVER_DRAINING;
 	s->deadline_ms = s->now_ms + s->cfg.shutdown_timeout_ms;
-	snprintf(status, sizeof(status), "Shutting down: draining %u connections",
-		 s->nconns);
+	s->conns_at_stop = s->nconns;
+	s->at_stop = s->stats;
+	snprintf(status, sizeof(status), "Shutting down: draining %u connection%s",
+		 s->nconns, plural_s(s->nconns));
 	notify_stopping(&s->notify, status);
-	log_notice("shutting down: no new connections; draining %u for up to %u ms",
-		   s->nconns, s->cfg.shutdown_timeout_ms);
-	if (s->nconns == 0)
-		s->state = SERVER_DONE;
-	else if (s->cfg.shutdown_timeout_ms == 0)
+	log_notice(
+	    "shutting down: no new connections; draining %u connection%s for up to "
+	    "%u ms",
+	    s->nconns, plural_s(s->nconns), s->cfg.shutdown_timeout_ms);
+	end_idle(s);
+	if (s->cfg.shutdown_timeout_ms == 0)
 		begin_cut(s);
 }
 
@@ -121,7 +156,7 @@ static void handle_signal(struct server *s, uint32_t signo)
 		on_stop_signal(s, "SIGINT");
 		break;
 	case SIGHUP:
-		lifecycle_reload(s);
+		reload_apply(s);
 		break;
 	case SIGUSR1:
 		log_stats(s);
@@ -167,20 +202,43 @@ void lifecycle_tick(struct server *s)
 		drain_signals(s);
 	if (!s->sig_armed && s->state != SERVER_DONE)
 		lifecycle_arm(s);
+	if (s->state == SERVER_DRAINING)
+		end_idle(s);
 	if (s->state == SERVER_DRAINING && s->now_ms >= s->deadline_ms) {
-		log_notice("shutdown: %u connections still open at the %u ms deadline",
-			   s->nconns, s->cfg.shutdown_timeout_ms);
+		log_notice("shutdown: %u connection%s still open at the %u ms deadline",
+			   s->nconns, plural_s(s->nconns), s->cfg.shutdown_timeout_ms);
 		begin_cut(s);
 	} else if (s->state == SERVER_CUTTING && s->now_ms >= s->deadline_ms) {
-		log_notice(
-		    "shutdown: resetting %u connections that did not take their echo",
-		    s->nconns);
-		server_each_conn(s, echo_reset);
+		server_each_conn(s, end_or_reset);
+	}
+}
+
+void lifecycle_after_batch(struct server *s)
+{
+	/* Refused clients still lingering are closed with the rest. */
+	if (s->state == SERVER_DRAINING || s->state == SERVER_CUTTING) {
+		if (s->nconns == 0 && s->nrefused)
+			server_each_conn(s, end_or_reset);
+		if (s->nconns == 0 && s->nrefused == 0)
+			s->state = SERVER_DONE;
 	}
 }
 
 void lifecycle_finish(struct server *s)
 {
-	log_notice("exiting: drained %llu connections, cut %llu at the deadline",
-		   (unsigned long long)s->drained, (unsigned long long)s->cut);
+	const struct stats *now = &s->stats, *then = &s->at_stop;
+
+	if (!s->conns_at_stop) {
+		log_notice("exiting: no connections were open");
+		return;
+	}
+	/* Each connection open at the stop, and each accepted from the backlog
+	 * after it, in exactly one group. */
+	log_notice("exiting: %llu closed by their clients, %llu idle ended at once, %llu "
+		   "cut at the deadline, %llu reset",
+		   (unsigned long long)(now->closed_by_client - then->closed_by_client +
+					now->closed_idle - then->closed_idle),
+		   (unsigned long long)(now->closed_drain_idle - then->closed_drain_idle),
+		   (unsigned long long)(now->closed_cut - then->closed_cut),
+		   (unsigned long long)(now->closed_reset - then->closed_reset));
 }

@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /* What the daemon does when told to stop, reload or report: signals from a
- * signalfd polled on the ring, the drain-then-cut shutdown, live reload. */
+ * signalfd polled on the ring, the drain-then-cut shutdown. */
 #ifndef RINGECHO_LIFECYCLE_H
 #define RINGECHO_LIFECYCLE_H
 
@@ -14,11 +14,10 @@ void lifecycle_deinit(struct server *s);
 /* Queue a poll of the signalfd; the loop reads the signals when it fires. */
 void lifecycle_arm(struct server *s);
 void lifecycle_on_signal(struct server *s, const struct io_uring_cqe *cqe);
-/* SIGHUP: re-read the config file and apply what can change live
- * (reload.c); on any error the old configuration stays. */
-void lifecycle_reload(struct server *s);
-/* Deadlines: end the drain, end the cut. */
+/* Deadlines: end the drain, end the cut; idle connections in a drain. */
 void lifecycle_tick(struct server *s);
+/* After each batch: is a shutdown complete? */
+void lifecycle_after_batch(struct server *s);
 /* Log the closing line once the loop has ended. */
 void lifecycle_finish(struct server *s);
 

@@ -5,6 +5,7 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <net/if.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <stdio.h>
@@ -25,8 +26,11 @@ void sockaddr_text(const struct sockaddr_storage *ss, char *buf, size_t len)
 
 	if (ss->ss_family == AF_INET6) {
 		const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)ss;
+		char scope[IF_NAMESIZE + 1] = "";
 		inet_ntop(AF_INET6, &in6->sin6_addr, host, sizeof(host));
-		snprintf(buf, len, "[%s]:%u", host, ntohs(in6->sin6_port));
+		if (in6->sin6_scope_id && if_indextoname(in6->sin6_scope_id, scope + 1))
+			scope[0] = '%';
+		snprintf(buf, len, "[%s%s]:%u", host, scope, ntohs(in6->sin6_port));
 	} else {
 		const struct sockaddr_in *in = (const struct sockaddr_in *)ss;
 		inet_ntop(AF_INET, &in->sin_addr, host, sizeof(host));
@@ -47,14 +51,13 @@ static void set_nodelay(int fd, bool on)
 static struct listener *slot_new(struct listeners *ls, int fd)
 {
 	struct listener *l = &ls->v[ls->n++];
-	struct sockaddr_storage ss;
-	socklen_t len = sizeof(ss);
+	socklen_t len = sizeof(l->bound);
 
 	memset(l, 0, sizeof(*l));
 	l->id = ls->next_id++;
 	l->fd = fd;
-	if (getsockname(fd, (struct sockaddr *)&ss, &len) == 0)
-		sockaddr_text(&ss, l->name, sizeof(l->name));
+	if (getsockname(fd, (struct sockaddr *)&l->bound, &len) == 0)
+		sockaddr_text(&l->bound, l->name, sizeof(l->name));
 	return l;
 }
 
@@ -116,32 +119,53 @@ static int open_socket(const struct listen_addr *a, const struct config *cfg)
 	return fd;
 }
 
-struct listener *listeners_add(struct listeners *ls, const struct listen_addr *a,
-			       const struct config *cfg)
+int listeners_add(struct listeners *ls, const struct listen_addr *a,
+		  const struct config *cfg, struct listener **out)
 {
+	struct listener *l;
 	int fd;
 
-	if (ls->n == CONFIG_MAX_LISTEN) {
-		log_error("cannot listen on %s: too many listeners", a->text);
-		return NULL;
-	}
+	if (ls->n == CONFIG_MAX_LISTEN)
+		return -EMFILE;
 	fd = open_socket(a, cfg);
-	if (fd < 0) {
-		log_errno(LOG_ERR, -fd, "cannot listen on %s", a->text);
-		return NULL;
-	}
-	struct listener *l = slot_new(ls, fd);
+	if (fd < 0)
+		return fd;
+	l = slot_new(ls, fd);
 	l->want = *a;
 	log_notice("listening on %s", l->name);
-	return l;
+	*out = l;
+	return 0;
+}
+
+void listener_explain(char *buf, size_t len, const struct listen_addr *a, int err)
+{
+	const char *hint = "";
+
+	if (err == -EACCES && listen_addr_port(a) < 1024)
+		hint = " (a port below 1024 needs a privilege ringechod.service does not "
+		       "have: use ringechod.socket, whose sockets systemd binds)";
+	else if (err == -EADDRINUSE)
+		hint = " (another program, or another ringechod, is listening there)";
+	else if (err == -EADDRNOTAVAIL)
+		hint = " (no interface of this host has that address)";
+	else if (err == -EMFILE)
+		hint = " (too many listeners)";
+	snprintf(buf, len, "cannot listen on %s: %s%s", a->text,
+		 err == -EMFILE ? "at most 64 addresses" : strerror(-err), hint);
 }
 
 int listeners_open_config(struct listeners *ls, const struct config *cfg)
 {
+	char why[256];
+	struct listener *l;
+
 	for (unsigned i = 0; i < cfg->nlisten; i++) {
-		if (!listeners_add(ls, &cfg->listen[i], cfg)) {
+		int err = listeners_add(ls, &cfg->listen[i], cfg, &l);
+		if (err < 0) {
+			listener_explain(why, sizeof(why), &cfg->listen[i], err);
+			log_error("%s", why);
 			listeners_close_all(ls);
-			return -EADDRNOTAVAIL;
+			return err;
 		}
 	}
 	return 0;
@@ -174,6 +198,32 @@ struct listener *listeners_find(struct listeners *ls, uint64_t id)
 bool listen_addr_equal(const struct listen_addr *a, const struct listen_addr *b)
 {
 	return a->len && a->len == b->len && memcmp(&a->ss, &b->ss, a->len) == 0;
+}
+
+bool listeners_have(const struct listeners *ls, const struct listen_addr *a)
+{
+	for (unsigned i = 0; i < ls->n; i++)
+		if (listen_addr_equal(&ls->v[i].want, a))
+			return true;
+	return false;
+}
+
+bool listeners_bound_to(const struct listeners *ls, const struct listen_addr *a)
+{
+	for (unsigned i = 0; i < ls->n; i++)
+		if (memcmp(&ls->v[i].bound, &a->ss, a->len) == 0)
+			return true;
+	return false;
+}
+
+bool listen_same(const struct config *a, const struct config *b)
+{
+	if (a->nlisten != b->nlisten)
+		return false;
+	for (unsigned i = 0; i < a->nlisten; i++)
+		if (!listen_addr_in(&a->listen[i], b))
+			return false;
+	return true;
 }
 
 bool listen_addr_in(const struct listen_addr *a, const struct config *cfg)

@@ -11,10 +11,11 @@
 struct listener {
 	uint64_t id; /* never reused, so a late accept completion is harmless */
 	int fd;
-	bool inherited;		     /* from systemd: never shutdown() or re-bind it */
-	bool armed;		     /* a multishot accept is in the kernel */
-	struct listen_addr want;     /* as configured (the reload diff key) */
-	char name[CONFIG_ADDR_TEXT]; /* as bound, real port included */
+	bool inherited;		       /* from systemd: never shutdown() or re-bind it */
+	bool armed;		       /* a multishot accept is in the kernel */
+	struct listen_addr want;       /* as configured (the reload diff key) */
+	struct sockaddr_storage bound; /* as bound, real port included */
+	char name[CONFIG_ADDR_TEXT];   /* the same, for messages */
 };
 
 struct listeners {
@@ -29,11 +30,18 @@ void listeners_init(struct listeners *ls);
  * -EINVAL after logging which fd is not a listening TCP socket. */
 int listeners_from_systemd(struct listeners *ls, const struct config *cfg);
 /* Bind and listen on cfg->listen. 0, or -errno after logging which address
- * failed; nothing stays open then. */
+ * failed and why; nothing stays open then. */
 int listeners_open_config(struct listeners *ls, const struct config *cfg);
-/* Open one more from a config address. The new listener, or NULL (logged). */
-struct listener *listeners_add(struct listeners *ls, const struct listen_addr *a,
-			       const struct config *cfg);
+/* Open one more from a config address: 0 and *out, or -errno (not logged;
+ * see listener_explain). */
+int listeners_add(struct listeners *ls, const struct listen_addr *a,
+		  const struct config *cfg, struct listener **out);
+/* "cannot listen on ADDR: REASON", with a hint an admin can act on. */
+void listener_explain(char *buf, size_t len, const struct listen_addr *a, int err);
+/* Is there a listener configured as a? */
+bool listeners_have(const struct listeners *ls, const struct listen_addr *a);
+/* Is there a listener bound to exactly a (systemd's sockets included)? */
+bool listeners_bound_to(const struct listeners *ls, const struct listen_addr *a);
 /* Apply live options (backlog, TCP_NODELAY) to every listener. */
 void listeners_apply(struct listeners *ls, const struct config *cfg);
 /* Close l's fd and drop it from the set. */
@@ -43,6 +51,8 @@ struct listener *listeners_find(struct listeners *ls, uint64_t id);
 bool listen_addr_equal(const struct listen_addr *a, const struct listen_addr *b);
 /* Is a (as configured) among cfg->listen? */
 bool listen_addr_in(const struct listen_addr *a, const struct config *cfg);
+/* Do a and b list the same addresses (in any order)? */
+bool listen_same(const struct config *a, const struct config *b);
 void listeners_close_all(struct listeners *ls);
 
 /* "A.B.C.D:PORT" or "[V6]:PORT" for ss. */

@@ -47,7 +47,8 @@ static bool stderr_is_journal(void)
 	if (!v || sscanf(v, "%llu:%llu", &dev, &ino) != 2 ||
 	    fstat(STDERR_FILENO, &st) < 0)
 		return false;
-	return (unsigned long long)st.st_dev == dev && (unsigned long long)st.st_ino == ino;
+	return (unsigned long long)st.st_dev == dev &&
+	       (unsigned long long)st.st_ino == ino;
 }
 
 static int log_sink(void)
@@ -133,4 +134,15 @@ int ratelimit_allow(struct ratelimit *rl, uint64_t now_ms, unsigned *suppressed)
 	rl->suppressed = 0;
 	rl->last_ms = now_ms ? now_ms : 1;
 	return 1;
+}
+
+const char *ratelimit_suffix(unsigned suppressed)
+{
+	static _Thread_local char buf[64];
+
+	if (!suppressed)
+		return "";
+	snprintf(buf, sizeof(buf), " (%u similar message%s suppressed)", suppressed,
+		 suppressed == 1 ? "" : "s");
+	return buf;
 }

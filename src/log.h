@@ -28,6 +28,12 @@ void log_errno(int prio, int err, const char *fmt, ...) LOG_FMT(3, 4);
 #define log_info(...)	log_msg(LOG_INFO, __VA_ARGS__)
 #define log_debug(...)	log_msg(LOG_DEBUG, __VA_ARGS__)
 
+/* "s" unless n is 1: "1 connection", "2 connections". */
+static inline const char *plural_s(unsigned long long n)
+{
+	return n == 1 ? "" : "s";
+}
+
 /* One message per interval, with a count of what was suppressed, for events
  * a peer can trigger at will (accept errors, refusals). */
 struct ratelimit {
@@ -39,5 +45,8 @@ struct ratelimit {
 /* True when a message may be logged now; *suppressed gets how many were
  * dropped since the last one. */
 int ratelimit_allow(struct ratelimit *rl, uint64_t now_ms, unsigned *suppressed);
+/* " (N similar messages suppressed)", or "" when none were: for the end of
+ * a rate-limited message. Valid until the next call from this thread. */
+const char *ratelimit_suffix(unsigned suppressed);
 
 #endif

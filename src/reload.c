@@ -1,9 +1,10 @@
 /* SPDX-License-Identifier: MIT */
-/* SIGHUP: re-read the config file and apply it live, or keep the old one. */
-#include "lifecycle.h"
+#include "reload.h"
+#include "accept.h"
 #include "server.h"
 
 #include <errno.h>
+#include <stdio.h>
 #include <string.h>
 
 /* Keys fixed at start-up: the ring and its buffers are sized once. */
@@ -32,73 +33,109 @@ static void keep_restart_only(struct config *next, const struct config *cur)
 	}
 }
 
-/* Open what is new, close what was removed, keep the rest (and their
- * connections). Sockets from systemd are never touched. */
-static void reconcile_listeners(struct server *s, const struct config *next)
+/* "a, b, c" of the addresses, cut to fit. */
+static void join_addrs(char *buf, size_t len, const char *const *names, unsigned n)
 {
+	size_t o = 0;
+
+	buf[0] = '\0';
+	for (unsigned i = 0; i < n && o < len; i++)
+		o += snprintf(buf + o, len - o, "%s%s", i ? ", " : "", names[i]);
+}
+
+void reload_check_systemd_listen(const struct server *s, const struct config *cfg)
+{
+	const char *want[CONFIG_MAX_LISTEN], *have[CONFIG_MAX_LISTEN];
+	char a[512], b[512];
+	bool same = cfg->nlisten == s->listeners.n;
+
+	if (!cfg->listen_set)
+		return; /* nothing was asked for: systemd decides */
+	for (unsigned i = 0; i < cfg->nlisten; i++) {
+		want[i] = cfg->listen[i].text;
+		same = same && listeners_bound_to(&s->listeners, &cfg->listen[i]);
+	}
+	for (unsigned i = 0; i < s->listeners.n; i++)
+		have[i] = s->listeners.v[i].name;
+	if (same)
+		return;
+	join_addrs(a, sizeof(a), want, cfg->nlisten);
+	join_addrs(b, sizeof(b), have, s->listeners.n);
+	log_warn("'listen' (%s) is not what systemd passed (%s): serving systemd's "
+		 "sockets; change ringechod.socket to change the addresses",
+		 a, b);
+}
+
+/* Open what is new, close what was removed, keep the rest (and their
+ * connections). Sockets from systemd are never touched. Returns how many
+ * addresses could not be bound; the first is described in problem. */
+static unsigned reconcile_listeners(struct server *s, const struct config *next,
+				    char *problem, size_t len)
+{
+	unsigned failed = 0;
+	char why[RELOAD_PROBLEM_LEN];
+
 	for (unsigned i = 0; i < s->listeners.n;) {
 		struct listener *l = &s->listeners.v[i];
 		if (!l->inherited && !listen_addr_in(&l->want, next))
-			server_close_listener(s, l); /* moves the last one into slot i */
+			accept_close_listener(s, l); /* moves the last one into slot i */
 		else
 			i++;
 	}
 	for (unsigned i = 0; i < next->nlisten; i++) {
-		bool have = false;
-		for (unsigned j = 0; j < s->listeners.n && !have; j++)
-			have =
-			    listen_addr_equal(&s->listeners.v[j].want, &next->listen[i]);
-		if (!have) {
-			struct listener *l =
-			    listeners_add(&s->listeners, &next->listen[i], next);
-			if (l)
-				server_arm_accept(s, l);
+		struct listener *l;
+		int err;
+
+		if (listeners_have(&s->listeners, &next->listen[i]))
+			continue;
+		err = listeners_add(&s->listeners, &next->listen[i], next, &l);
+		if (err == 0) {
+			accept_arm(s, l);
+			continue;
 		}
+		listener_explain(why, sizeof(why), &next->listen[i], err);
+		log_warn("reload: %s", why);
+		if (failed++ == 0)
+			snprintf(problem, len, "%s", why);
 	}
+	return failed;
 }
 
-static int load(struct server *s, struct config *next)
+void reload_apply(struct server *s)
 {
 	struct config_errors errs;
-	int ret = config_load(next, s->opts.config_path, &errs);
-
-	if (ret == -ENOENT && !s->opts.config_explicit) {
-		config_defaults(next);
-		return 0;
-	}
-	for (unsigned i = 0; i < errs.count; i++)
-		log_error("%s", errs.msg[i]);
-	return ret;
-}
-
-void lifecycle_reload(struct server *s)
-{
 	struct config next;
-	char status[128];
+	char status[256];
+	bool no_file;
+	unsigned failed = 0;
 
 	if (s->state != SERVER_RUNNING)
 		return;
 	notify_reloading(&s->notify);
-	log_info("reloading configuration from %s", s->opts.config_path);
-	if (load(s, &next) < 0) {
+	log_info("reloading configuration from %s", s->cli.path);
+	if (config_resolve(&next, &s->cli, false, &errs, &no_file) < 0) {
+		for (unsigned i = 0; i < errs.count; i++)
+			log_error("%s", errs.msg[i]);
 		log_warn("reload failed; keeping the old configuration");
 	} else {
-		if (s->opts.nlisten) {
-			memcpy(next.listen, s->opts.listen, sizeof(next.listen));
-			next.nlisten = s->opts.nlisten;
-		}
-		if (s->opts.verbose)
-			next.log_level = LOG_DEBUG;
 		keep_restart_only(&next, &s->cfg);
 		log_set_level(next.log_level);
-		if (s->listeners.from_systemd)
-			log_info(
-			    "reload: sockets come from systemd; 'listen' is ignored");
-		else
-			reconcile_listeners(s, &next);
+		if (!s->listeners.from_systemd)
+			failed = reconcile_listeners(s, &next, s->reload_problem,
+						     sizeof(s->reload_problem));
+		else if (!listen_same(&next, &s->cfg))
+			reload_check_systemd_listen(s, &next);
 		s->cfg = next;
 		listeners_apply(&s->listeners, &s->cfg);
-		log_notice("reloaded configuration from %s", s->opts.config_path);
+		if (failed) {
+			log_warn(
+			    "reloaded configuration from %s, but %u address%s could not "
+			    "be listened on (see above)",
+			    s->cli.path, failed, failed == 1 ? "" : "es");
+		} else {
+			s->reload_problem[0] = '\0';
+			log_notice("reloaded configuration from %s", s->cli.path);
+		}
 	}
 	server_format_status(s, status, sizeof(status));
 	notify_ready(&s->notify, status);

@@ -6,6 +6,7 @@
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
 
 /* Linux 6.12: io_uring_getevents_arg.min_wait_usec (liburing 2.3 calls the
  * field "pad" and has no helper for it). */
@@ -239,6 +240,49 @@ int ring_wait(struct ring *r, unsigned wait_nr, unsigned min_wait_us)
 	if (ret == -EBADR)
 		return 0;
 	return ret < 0 ? ret : 0;
+}
+
+static bool cq_holds_final(struct ring *r, uint64_t user_data)
+{
+	struct io_uring_cqe *cqe;
+	unsigned head;
+
+	io_uring_for_each_cqe(&r->uring, head, cqe)
+	{
+		if (cqe->user_data == user_data && !(cqe->flags & IORING_CQE_F_MORE))
+			return true;
+	}
+	return false;
+}
+
+static uint64_t monotonic_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+int ring_await_final(struct ring *r, uint64_t user_data, unsigned timeout_ms)
+{
+	uint64_t deadline = monotonic_ms() + timeout_ms;
+	struct __kernel_timespec tick = {.tv_sec = 0, .tv_nsec = 1000000};
+	struct io_uring_cqe *cqe;
+
+	for (;;) {
+		/* Runs the deferred completions and flushes parked ones. */
+		io_uring_get_events(&r->uring);
+		if (cq_holds_final(r, user_data))
+			return 0;
+		/* A full queue parks completions in the kernel: the request
+		 * has finished all the same. */
+		if (io_uring_cq_ready(&r->uring) >= r->uring.cq.ring_entries)
+			return 0;
+		if (monotonic_ms() >= deadline)
+			return -ETIME;
+		io_uring_wait_cqes(&r->uring, &cqe, io_uring_cq_ready(&r->uring) + 1,
+				   &tick, NULL);
+	}
 }
 
 unsigned ring_dispatch(struct ring *r, ring_cqe_fn fn, void *ctx)

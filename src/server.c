@@ -1,7 +1,9 @@
 /* SPDX-License-Identifier: MIT */
 #include "server.h"
+#include "accept.h"
 #include "echo.h"
 #include "lifecycle.h"
+#include "reload.h"
 #include "conn.h"
 #include "op.h"
 
@@ -46,57 +48,6 @@ static void raise_fd_limit(const struct config *cfg)
 		    cfg->max_connections, (unsigned long long)rl.rlim_cur);
 }
 
-void server_arm_accept(struct server *s, struct listener *l)
-{
-	struct io_uring_sqe *sqe;
-
-	if (l->armed || s->state != SERVER_RUNNING)
-		return;
-	sqe = ring_get_sqe(&s->ring);
-	if (!sqe) {
-		s->accept_resume_ms = s->now_ms + ACCEPT_PAUSE_MS; /* the tick retries */
-		return;
-	}
-	io_uring_prep_multishot_accept(sqe, l->fd, NULL, NULL, SOCK_CLOEXEC);
-	io_uring_sqe_set_data64(sqe, op_encode(OP_ACCEPT, l->id));
-	l->armed = true;
-}
-
-static void resume_accepts(struct server *s)
-{
-	s->accept_resume_ms = 0;
-	for (unsigned i = 0; i < s->listeners.n; i++)
-		server_arm_accept(s, &s->listeners.v[i]);
-}
-
-void server_close_listener(struct server *s, struct listener *l)
-{
-	if (l->armed) {
-		struct io_uring_sync_cancel_reg reg = {
-		    .addr = op_encode(OP_ACCEPT, l->id),
-		    .timeout = {.tv_sec = -1, .tv_nsec = -1},
-		};
-		/* Synchronous, so the socket is really closed when we return
-		 * and new clients are refused at once. Where that fails, our
-		 * own socket can still be shut down to end the accept. */
-		if (io_uring_register_sync_cancel(&s->ring.uring, &reg) < 0 &&
-		    !l->inherited)
-			shutdown(l->fd, SHUT_RDWR);
-	}
-	log_notice("stopped listening on %s", l->name);
-	listeners_remove(&s->listeners, l);
-}
-
-void server_conn_released(struct server *s)
-{
-	if (s->accept_resume_ms && s->state == SERVER_RUNNING)
-		resume_accepts(s);
-	if (s->state == SERVER_DRAINING)
-		s->drained++;
-	if (s->state != SERVER_RUNNING && s->nconns == 0)
-		s->state = SERVER_DONE;
-}
-
 void server_format_stats(const struct server *s, char *buf, size_t len)
 {
 	const struct stats *st = &s->stats;
@@ -104,23 +55,30 @@ void server_format_stats(const struct server *s, char *buf, size_t len)
 	snprintf(
 	    buf, len,
 	    "connections=%u total=%llu bytes=%llu messages=%llu refused_max=%llu "
-	    "refused_per_ip=%llu idle_closed=%llu bufring_empty=%llu short_sends=%llu "
-	    "chained_sends=%llu accept_paused=%llu cq_overflow=%llu",
+	    "refused_per_ip=%llu idle_closed=%llu bufring_empty=%llu "
+	    "starved_retries=%llu "
+	    "short_sends=%llu "
+	    "chained_sends=%llu accept_paused=%llu send_timeouts=%llu cq_overflow=%llu",
 	    s->nconns, (unsigned long long)st->conns_total, (unsigned long long)st->bytes,
 	    (unsigned long long)st->messages, (unsigned long long)st->refused_max,
 	    (unsigned long long)st->refused_per_ip, (unsigned long long)st->idle_closed,
-	    (unsigned long long)st->bufring_empty, (unsigned long long)st->short_sends,
+	    (unsigned long long)st->bufring_empty,
+	    (unsigned long long)st->starved_retries, (unsigned long long)st->short_sends,
 	    (unsigned long long)st->chained_sends, (unsigned long long)st->accept_paused,
+	    (unsigned long long)st->send_timeouts,
 	    (unsigned long long)s->ring.cq_overflows);
 }
 
 void server_format_status(const struct server *s, char *buf, size_t len)
 {
 	snprintf(buf, len,
-		 "%u connections, %llu messages, %llu bytes echoed, %llu refused",
-		 s->nconns, (unsigned long long)s->stats.messages,
-		 (unsigned long long)s->stats.bytes,
-		 (unsigned long long)(s->stats.refused_max + s->stats.refused_per_ip));
+		 "%u connection%s, %llu message%s, %llu byte%s echoed, %llu refused%s%s",
+		 s->nconns, plural_s(s->nconns), (unsigned long long)s->stats.messages,
+		 plural_s(s->stats.messages), (unsigned long long)s->stats.bytes,
+		 plural_s(s->stats.bytes),
+		 (unsigned long long)(s->stats.refused_max + s->stats.refused_per_ip),
+		 s->reload_problem[0] ? "; last reload incomplete: " : "",
+		 s->reload_problem);
 }
 
 static uint64_t tick_ms(const struct server *s)
@@ -129,6 +87,8 @@ static uint64_t tick_ms(const struct server *s)
 
 	if (s->cfg.idle_timeout_ms && s->cfg.idle_timeout_ms / 4 < t)
 		t = s->cfg.idle_timeout_ms / 4;
+	if (s->cfg.send_timeout_ms && s->cfg.send_timeout_ms / 4 < t)
+		t = s->cfg.send_timeout_ms / 4;
 	if (s->notify.watchdog_ms && s->notify.watchdog_ms / 2 < t)
 		t = s->notify.watchdog_ms / 2;
 	if (s->state != SERVER_RUNNING && TICK_SHUTDOWN_MS < t)
@@ -156,9 +116,8 @@ static void on_tick(struct server *s)
 	char status[256];
 
 	s->tick_armed = false;
-	echo_expire_idle(s);
-	if (s->accept_resume_ms && s->now_ms >= s->accept_resume_ms)
-		resume_accepts(s);
+	echo_tick(s);
+	accept_maybe_resume(s);
 	lifecycle_tick(s);
 	notify_watchdog(&s->notify, s->now_ms);
 	if (notify_status_due(&s->notify, s->now_ms)) {
@@ -179,7 +138,7 @@ static void dispatch(void *ctx, const struct io_uring_cqe *cqe)
 		echo_on_send(s, cqe);
 		break;
 	case OP_ACCEPT:
-		echo_on_accept(s, cqe);
+		accept_on_cqe(s, cqe);
 		break;
 	case OP_SIGNAL:
 		lifecycle_on_signal(s, cqe);
@@ -226,6 +185,8 @@ int server_run(struct server *s)
 		s->recvs_last = s->recvs_batch;
 		s->recvs_batch = 0;
 		echo_retry_starved(s);
+		accept_maybe_resume(s);
+		lifecycle_after_batch(s);
 		if (!s->tick_armed && s->state != SERVER_DONE)
 			arm_tick(s);
 	}
@@ -294,35 +255,34 @@ static int setup_listeners(struct server *s)
 	if (n < 0)
 		return 1;
 	if (n > 0) {
-		log_info(
-		    "using %d sockets from systemd; 'listen' from the configuration is "
-		    "ignored",
-		    n);
+		log_info("using %d socket%s from systemd", n, plural_s(n));
+		reload_check_systemd_listen(s, &s->cfg);
 	} else if (listeners_open_config(&s->listeners, &s->cfg) < 0) {
 		return 1;
 	}
 	for (unsigned i = 0; i < s->listeners.n; i++)
-		server_arm_accept(s, &s->listeners.v[i]);
+		accept_arm(s, &s->listeners.v[i]);
 	return 0;
 }
 
-int server_init(struct server *s, const struct config *cfg,
-		const struct server_opts *opts)
+int server_init(struct server *s, const struct config *cfg, const struct config_cli *cli)
 {
 	char status[128];
 	int ret;
 
 	memset(s, 0, sizeof(*s));
 	s->cfg = *cfg;
-	s->opts = *opts;
+	s->cli = *cli;
 	s->sigfd = -1;
 	s->ring.uring.ring_fd = -1;
 	s->next_conn_id = 1;
 	s->now_ms = server_clock_ms();
-	s->rl_accept.interval_ms = s->rl_refuse.interval_ms = 5000;
+	accept_init(&s->acc);
 	list_init(&s->idle_lru);
 	list_init(&s->starved);
 	list_init(&s->due);
+	list_init(&s->sending);
+	list_init(&s->lingering);
 	listeners_init(&s->listeners);
 	notify_init(&s->notify);
 	raise_fd_limit(cfg);
@@ -345,9 +305,10 @@ int server_init(struct server *s, const struct config *cfg,
 	io_uring_submit(&s->ring.uring);
 	server_format_status(s, status, sizeof(status));
 	notify_ready(&s->notify, status);
-	log_notice("ready: %u listeners, %u buffers of %u bytes, max %u connections",
-		   s->listeners.n, s->cfg.buffer_count, s->cfg.buffer_size,
-		   s->cfg.max_connections);
+	log_notice("ready: %u listener%s, %u buffers of %u bytes, max %u connection%s",
+		   s->listeners.n, plural_s(s->listeners.n), s->cfg.buffer_count,
+		   s->cfg.buffer_size, s->cfg.max_connections,
+		   plural_s(s->cfg.max_connections));
 	return 0;
 }
 
@@ -355,15 +316,14 @@ void server_deinit(struct server *s)
 {
 	/* Normally empty by now; after a failed start-up, or if the loop
 	 * stopped on an error, free what is left. */
-	conn_table_for_each(&s->conns, slot)
-	{
-		struct conn *c = slot->conn;
-		close(c->fd);
-		free(c->send_buf);
-		free(c->queue.data);
-		free(c);
+	server_each_conn(s, conn_destroy);
+	while (s->listeners.n) {
+		struct listener *l = &s->listeners.v[s->listeners.n - 1];
+		if (s->ring.uring.ring_fd > 0)
+			accept_close_listener(s, l);
+		else
+			listeners_remove(&s->listeners, l);
 	}
-	listeners_close_all(&s->listeners);
 	bufring_deinit(&s->bufs, &s->ring.uring);
 	ring_deinit(&s->ring);
 	lifecycle_deinit(s);

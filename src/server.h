@@ -4,6 +4,7 @@
 #ifndef RINGECHO_SERVER_H
 #define RINGECHO_SERVER_H
 
+#include "accept.h"
 #include "bufring.h"
 #include "config.h"
 #include "conn_table.h"
@@ -31,12 +32,12 @@ struct conn;
 /* After the shutdown deadline: time to flush what was received before the
  * remaining connections are reset. */
 #define CUT_GRACE_MS 500
-/* How long accepting stays paused after EMFILE when no connection closes. */
-#define ACCEPT_PAUSE_MS 1000
 /* Receives in the last batch that make the loop wait for a batch again. */
 #define BATCH_MIN_RECVS 2
 /* Fds kept free beyond max_connections: listeners, ring, signalfd, logs. */
 #define FD_RESERVE 32
+/* Room for what a reload could not apply, shown in STATUS= until a good one. */
+#define RELOAD_PROBLEM_LEN 200
 
 enum server_state {
 	SERVER_RUNNING,
@@ -45,25 +46,20 @@ enum server_state {
 	SERVER_DONE,
 };
 
-struct server_opts {
-	const char *config_path;
-	bool config_explicit; /* -c given: a missing file is an error */
-	struct listen_addr listen[CONFIG_MAX_LISTEN]; /* -l, replacing the file's */
-	unsigned nlisten;
-	bool verbose;
-};
-
 struct server {
 	struct config cfg;
-	struct server_opts opts;
+	struct config_cli cli;
 	struct ring ring;
 	struct bufring bufs;
 	struct conn_table conns;
 	struct peer_table peers;
 	struct listeners listeners;
-	struct list idle_lru; /* connections by last receive, oldest first */
-	struct list starved;  /* connections waiting for receive buffers */
-	struct list due;      /* connections with a send to start (CONN_SEND_DUE) */
+	struct acceptor acc;
+	struct list idle_lru;  /* connections by last activity, oldest first */
+	struct list starved;   /* connections waiting for receive buffers */
+	struct list due;       /* connections with a send to start (CONN_SEND_DUE) */
+	struct list sending;   /* connections that owe bytes, stalest first */
+	struct list lingering; /* refused connections, oldest first */
 	struct stats stats;
 	struct notify notify;
 	enum server_state state;
@@ -73,33 +69,27 @@ struct server {
 	bool tick_armed;
 	uint64_t now_ms;
 	uint64_t next_conn_id;
-	unsigned nconns;
+	unsigned nconns;	    /* served (refused ones not counted) */
+	unsigned nrefused;	    /* refused, waiting for their client's EOF */
 	uint64_t recycled_at_batch; /* bufs.recycled when this batch began */
-	uint64_t accept_resume_ms;  /* 0: accepting; else when to retry */
 	uint64_t deadline_ms;	    /* end of the drain, then of the cut */
-	uint64_t drained, cut;	    /* connections, for the last log line */
+	unsigned conns_at_stop;	    /* for the last log line: connections and */
+	struct stats at_stop;	    /* counters when the shutdown began */
 	unsigned sends_queued;	    /* sends since the last enter */
 	unsigned recvs_batch;	    /* receives with data in this batch */
 	unsigned recvs_last;	    /* ... and in the one before */
-	struct ratelimit rl_accept, rl_refuse;
+	char reload_problem[RELOAD_PROBLEM_LEN]; /* reload.c: "" when none */
 };
 
 /* Set up everything and arm the first operations. Returns 0 or an exit
  * status (69: no usable io_uring, 1: other start-up failure), logged. */
-int server_init(struct server *s, const struct config *cfg,
-		const struct server_opts *opts);
+int server_init(struct server *s, const struct config *cfg, const struct config_cli *cli);
 /* Run until shut down. Returns the process exit status. */
 int server_run(struct server *s);
 void server_deinit(struct server *s);
 
 /* Milliseconds on CLOCK_MONOTONIC. */
 uint64_t server_clock_ms(void);
-/* Arm a multishot accept on l (logged and retried later on failure). */
-void server_arm_accept(struct server *s, struct listener *l);
-/* Stop accepting on l and close it; safe with its accept in flight. */
-void server_close_listener(struct server *s, struct listener *l);
-/* A connection was freed: resume a paused accept, finish a drain. */
-void server_conn_released(struct server *s);
 /* Call fn on every connection; fn may free the one it is given. */
 void server_each_conn(struct server *s, void (*fn)(struct server *, struct conn *));
 /* One-line counters, for SIGUSR1 and STATUS=. */

@@ -7,16 +7,25 @@
 #include <stdint.h>
 
 struct stats {
-	uint64_t conns_total;	 /* accepted and served */
-	uint64_t bytes;		 /* echoed (sent back) */
-	uint64_t messages;	 /* receive completions with data */
-	uint64_t refused_max;	 /* closed at once: max_connections */
-	uint64_t refused_per_ip; /* closed at once: max_connections_per_ip */
-	uint64_t idle_closed;	 /* closed by idle_timeout_ms */
-	uint64_t bufring_empty;	 /* recvs that found no provided buffer */
-	uint64_t short_sends;	 /* sends resumed after a partial write */
-	uint64_t chained_sends;	 /* sends of several held buffers at once */
-	uint64_t accept_paused;	 /* accept pauses on EMFILE/ENFILE/ENOMEM */
+	uint64_t conns_total;	  /* accepted and served */
+	uint64_t bytes;		  /* echoed (sent back) */
+	uint64_t messages;	  /* receive completions with data */
+	uint64_t refused_max;	  /* closed at once: max_connections */
+	uint64_t refused_per_ip;  /* closed at once: max_connections_per_ip */
+	uint64_t idle_closed;	  /* closed by idle_timeout_ms */
+	uint64_t bufring_empty;	  /* recvs that found no provided buffer */
+	uint64_t starved_retries; /* ... re-armed once buffers came back */
+	uint64_t short_sends;	  /* sends resumed after a partial write */
+	uint64_t chained_sends;	  /* sends of several held buffers at once */
+	uint64_t accept_paused;	  /* accept pauses on EMFILE/ENFILE/ENOMEM */
+	uint64_t send_timeouts;	  /* reset by send_timeout_ms */
+	/* How connections ended (refused ones not counted): */
+	uint64_t conns_closed;	    /* all of them */
+	uint64_t closed_by_client;  /* the client's EOF, its echo complete */
+	uint64_t closed_idle;	    /* cut by idle_timeout_ms, then closed */
+	uint64_t closed_drain_idle; /* idle at shutdown: ended at once */
+	uint64_t closed_cut;	    /* cut at the shutdown deadline, then closed */
+	uint64_t closed_reset;	    /* reset, by either side, or an error */
 };
 
 #endif

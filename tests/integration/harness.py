@@ -196,8 +196,9 @@ class Daemon:
         self.eof = False
         self.listeners = []  # (host, port) in log order
         self.returncode = None
-        env = dict(os.environ if env is None else env)
-        env.pop("JOURNAL_STREAM", None)
+        if env is None:  # not the test runner's own journal stream, if it has one
+            env = {k: v for k, v in os.environ.items() if k != "JOURNAL_STREAM"}
+        env = dict(env)
         if asan_options:  # only read by a sanitizer build
             env["ASAN_OPTIONS"] = ":".join(filter(None, (env.get("ASAN_OPTIONS"),
                                                         asan_options)))

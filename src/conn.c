@@ -1,0 +1,102 @@
+/* SPDX-License-Identifier: MIT */
+/* A connection's birth and death: the only place one is allocated and the
+ * only place one is freed, whether it ends in the loop or at tear-down. */
+#include "conn.h"
+#include "server.h"
+
+#include <stdlib.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+/* Reads that empty a socket before a quiet close; what is left resets. */
+#define DRAIN_READS 16
+
+struct conn *conn_alloc(struct server *s, int fd)
+{
+	struct conn *c = calloc(1, sizeof(*c));
+
+	if (!c)
+		return NULL;
+	c->id = s->next_conn_id++;
+	c->fd = fd;
+	c->send_bid = -1;
+	c->last_active_ms = c->last_recv_ms = s->now_ms;
+	list_init(&c->lru);
+	list_init(&c->wait);
+	list_init(&c->due);
+	list_init(&c->sending);
+	if (conn_table_insert(&s->conns, c->id, c) < 0) {
+		free(c);
+		return NULL;
+	}
+	return c;
+}
+
+/* Done with the memory the last send used. */
+void conn_release_send(struct server *s, struct conn *c)
+{
+	if (c->send_bid >= 0) {
+		bufring_unhold(&s->bufs, (uint16_t)c->send_bid);
+		c->send_bid = -1;
+	}
+	free(c->send_buf);
+	c->send_buf = NULL;
+	c->send_off = c->send_len = 0;
+}
+
+/* Unread input makes close() send a reset: read it away first (a few
+ * reads at most; the socket is non-blocking for these). */
+void conn_drain_socket(int fd)
+{
+	char buf[4096];
+
+	for (int i = 0; i < DRAIN_READS; i++)
+		if (recv(fd, buf, sizeof(buf), MSG_DONTWAIT) <= 0)
+			break;
+}
+
+/* How the connection ended, for the shutdown's summary. */
+static void count_close(struct server *s, const struct conn *c)
+{
+	struct stats *st = &s->stats;
+
+	st->conns_closed++;
+	if (!(c->flags & CONN_CLEAN))
+		st->closed_reset++;
+	else if (c->cut == CUT_NONE)
+		st->closed_by_client++;
+	else if (c->cut == CUT_DRAIN_IDLE)
+		st->closed_drain_idle++;
+	else if (c->cut == CUT_DEADLINE)
+		st->closed_cut++;
+	else
+		st->closed_idle++;
+}
+
+void conn_destroy(struct server *s, struct conn *c)
+{
+	log_debug("connection %llu: closed%s", (unsigned long long)c->id,
+		  c->flags & CONN_CLEAN ? " after its echo" : " (reset or error)");
+	if (c->flags & CONN_QUIET)
+		conn_drain_socket(c->fd);
+	close(c->fd);
+	conn_release_send(s, c);
+	if (c->chain)
+		chain_release(c->chain, &s->bufs);
+	free(c->chain);
+	free(c->queue.data);
+	list_del(&c->lru);
+	list_del(&c->wait);
+	list_del(&c->due);
+	list_del(&c->sending);
+	conn_table_remove(&s->conns, c->id);
+	if (c->flags & CONN_REFUSED) {
+		s->nrefused--;
+	} else {
+		if (c->peer.valid)
+			peer_remove(&s->peers, &c->peer);
+		s->nconns--;
+		count_close(s, c);
+	}
+	free(c);
+}

@@ -1,0 +1,150 @@
+# SPDX-License-Identifier: MIT
+"""Stop then start at once, and reloads that drop and re-add an address.
+
+A listening socket must really be gone when the daemon says it stopped
+listening: `systemctl restart`, Restart= after a crash, and any script that
+stops then starts bind the same address straight away.  And a reload whose
+new address cannot be bound says so, at warning level, and keeps saying so
+in STATUS= until a reload applies in full.
+"""
+
+import os
+import re
+import signal
+import socket
+import tempfile
+import threading
+import time
+import unittest
+
+import harness
+from harness import CheckedTestCase, free_port, write_config
+
+harness.exit_77_unless_io_uring()
+
+RELOADED = r"^<5>reloaded configuration from "
+
+
+class NotifySocket:
+    """A unix datagram socket named in NOTIFY_SOCKET: what sd_notify sends."""
+
+    def __init__(self, directory):
+        self.path = os.path.join(directory, "notify")
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(self.path)
+        self.sock.settimeout(0.5)
+        self.messages = []
+
+    def statuses(self):
+        """Every STATUS= received so far."""
+        while True:
+            try:
+                msg = self.sock.recv(4096).decode()
+            except (socket.timeout, BlockingIOError):
+                break
+            self.messages.append(msg)
+        return [line[len("STATUS="):] for m in self.messages for line in m.split("\n")
+                if line.startswith("STATUS=")]
+
+    def wait_status(self, regex, timeout=20):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            found = [s for s in self.statuses() if re.search(regex, s)]
+            if found:
+                return found[-1]
+        raise AssertionError("no STATUS= matching %r; got %r" % (regex, self.statuses()[-5:]))
+
+    def close(self):
+        self.sock.close()
+
+
+class RestartTest(CheckedTestCase):
+
+    def test_stop_then_start_at_once_20_times(self):
+        port = free_port()
+        for i in range(20):
+            d = self.start({"listen": ["127.0.0.1:%d" % port]}, port=port)
+            s = self.client(d)
+            self.assertEqual(harness.echo_roundtrip(s, b"round %d" % i), b"round %d" % i)
+            s.close()
+            self.stop_clean(d)
+            # The very next start binds it: nothing of the old one is left.
+            with socket.socket() as probe:
+                probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                try:
+                    probe.bind(("127.0.0.1", port))
+                except OSError as e:
+                    self.fail("round %d: port still bound after exit: %s" % (i, e))
+
+    def test_reload_drops_then_readds_an_address(self):
+        keep, flip = free_port(), free_port()
+        both = {"listen": ["127.0.0.1:%d" % keep, "127.0.0.1:%d" % flip]}
+        one = {"listen": ["127.0.0.1:%d" % keep]}
+        d = self.start(both)
+        text_one, text_both = harness.config_text(one), harness.config_text(both)
+        for i in range(100):
+            # Removed, then re-added 2 ms later: the second reload binds
+            # what the first one closed.
+            mark = d.log_mark()
+            write_config(text_one, path=d.conf)
+            d.send_signal(signal.SIGHUP)
+            d.wait_log(r"^<[345]>(reloaded|reload failed|stopped listening)", start=mark)
+            time.sleep(0.002)
+            write_config(text_both, path=d.conf)
+            d.send_signal(signal.SIGHUP)
+            d.wait_log(r"^<5>listening on 127\.0\.0\.1:%d|cannot listen" % flip, start=mark)
+            d.wait_log(r"^<[45]>reload(ed configuration from [^,]*$| failed)", start=mark + 1)
+        bad = d.find_log(r"cannot listen|could not be listened")
+        if bad:
+            d.fail("a re-added address could not be bound: %s" % bad[0].group(0))
+        s = harness.connect("127.0.0.1", flip)
+        self.assertEqual(harness.echo_roundtrip(s, b"flip"), b"flip")
+        s.close()
+        self.stop_clean(d)
+
+
+class ReloadBindFailureTest(CheckedTestCase):
+
+    def setUp(self):
+        self.dir = tempfile.mkdtemp(prefix="ringechod-notify-")
+        self.notify = NotifySocket(self.dir)
+        self.addCleanup(self.notify.close)
+
+    def test_unbindable_address_is_reported_until_a_good_reload(self):
+        port = free_port()
+        taken = socket.socket()
+        self.addCleanup(taken.close)
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        busy = taken.getsockname()[1]
+        env = dict(os.environ, NOTIFY_SOCKET=self.notify.path)
+        d = self.start({"listen": ["127.0.0.1:%d" % port]}, port=port, env=env)
+        self.notify.wait_status(r"^0 connections")
+        write_config({"listen": ["127.0.0.1:%d" % port, "127.0.0.1:%d" % busy]}, path=d.conf)
+        mark = d.log_mark()
+        d.send_signal(signal.SIGHUP)
+        d.wait_log(r"^<4>reload: cannot listen on 127\.0\.0\.1:%d: Address already in use "
+                   r"\(another program" % busy, start=mark)
+        d.wait_log(r"^<4>reloaded configuration from .*, but 1 address could not be "
+                   r"listened on", start=mark)
+        status = self.notify.wait_status(r"last reload incomplete")
+        self.assertIn("cannot listen on 127.0.0.1:%d: Address already in use" % busy, status)
+        # Still there in the periodic STATUS= lines, until a good reload.
+        before = len(self.notify.statuses())
+        s = self.client(d)
+        self.assertEqual(harness.echo_roundtrip(s, b"x"), b"x")
+        self.notify.wait_status(r"^1 connection, .*last reload incomplete")
+        taken.close()
+        mark = d.log_mark()
+        d.send_signal(signal.SIGHUP)
+        d.wait_log(RELOADED, start=mark)
+        status = self.notify.wait_status(r"^1 connection, .* refused$")
+        self.assertNotIn("incomplete", status)
+        s2 = harness.connect("127.0.0.1", busy)
+        self.assertEqual(harness.echo_roundtrip(s2, b"y"), b"y")
+        s2.close()
+        self.stop_clean(d)
+
+
+if __name__ == "__main__":
+    unittest.main()
