@@ -61,8 +61,8 @@ struct conn {
 	int fd;
 	uint8_t state;
 	bool want_out;
-	uint64_t sent, rcvd;	/* TCP: bytes of its stream; UDP: datagrams, answered */
-	uint64_t *ts;		/* TCP: send time of message m at ts[m % depth] */
+	uint64_t sent, rcvd; /* TCP: bytes of its stream; UDP: datagrams sent, answered */
+	uint64_t *ts;	     /* TCP: send time of message m at ts[m % depth] */
 	struct udp_slot *slots; /* UDP: depth of them */
 	unsigned int waiting;	/* UDP: slots awaiting an echo */
 };
