@@ -6,11 +6,13 @@
 #include <stdio.h>
 
 static const char *const mode_names[] = {"pingpong", "pipelined", "hold"};
+static const char *const proto_names[] = {"tcp", "udp"};
 
 struct figures {
 	double secs, rate, client_cpu;
 	double srv_user, srv_sys, srv_tasks, srv_cpu;
-	double others, steal; /* CPU seconds of everything else, and stolen */
+	double core_busy, core_softirq; /* the server's core, all that ran on it */
+	double others, steal;		/* CPU seconds of everything else, and stolen */
 	uint64_t p50, p90, p99, p999, mean;
 };
 
@@ -26,6 +28,8 @@ static void compute(const struct bench *b, struct figures *f)
 	f->srv_sys = w->srv1.sys_s - w->srv0.sys_s;
 	f->srv_tasks = w->srv1.tasks_s - w->srv0.tasks_s;
 	f->srv_cpu = f->srv_user + f->srv_sys;
+	f->core_busy = w->core1.busy_s - w->core0.busy_s;
+	f->core_softirq = w->core1.softirq_s - w->core0.softirq_s;
 	f->others = (w->busy1 - w->busy0) - f->client_cpu - (w->srv_ok ? f->srv_cpu : 0);
 	f->steal = w->steal1 - w->steal0;
 	f->p50 = hist_quantile(h, 0.50);
@@ -35,12 +39,27 @@ static void compute(const struct bench *b, struct figures *f)
 	f->mean = h->count ? h->sum / h->count : 0;
 }
 
+/* Datagrams given up on in the window, and the whole run's balance. */
+static void print_udp_text(const struct bench *b)
+{
+	const struct udp_counts *u = &b->udp;
+
+	printf("  udp:      in the window %llu timeouts, %llu late echoes; "
+	       "run: %llu sent, %llu answered, %llu late, %lld lost\n",
+	       (unsigned long long)(b->win.udp1.timeouts - b->win.udp0.timeouts),
+	       (unsigned long long)(b->win.udp1.late - b->win.udp0.late),
+	       (unsigned long long)u->sent, (unsigned long long)u->answered,
+	       (unsigned long long)u->late, (long long)(u->sent - u->answered - u->late));
+}
+
 static void print_text(const struct bench *b, const struct figures *f)
 {
 	const struct opts *o = &b->o;
 
-	printf("%s: %u connections, %u B messages, depth %u, %.2f s measured\n",
-	       mode_names[o->mode], o->conns, o->size, o->depth, f->secs);
+	printf("%s %s: %u %s, %u B messages, depth %u, %.2f s measured\n",
+	       proto_names[o->proto], mode_names[o->mode], o->conns,
+	       o->proto == PROTO_UDP ? "clients" : "connections", o->size, o->depth,
+	       f->secs);
 	printf("  messages: %llu (%.0f msg/s, %.1f MB/s)\n",
 	       (unsigned long long)b->win.msgs, f->rate, f->rate * o->size / 1e6);
 	printf("  latency:  p50 %.1f us, p90 %.1f us, p99 %.1f us, p99.9 %.1f us, "
@@ -51,6 +70,12 @@ static void print_text(const struct bench *b, const struct figures *f)
 	       f->secs > 0 ? 100 * f->client_cpu / f->secs : 0);
 	printf("  machine:  %.2f CPU-s used by other processes, %.2f s stolen\n",
 	       f->others, f->steal);
+	if (o->proto == PROTO_UDP)
+		print_udp_text(b);
+	if (b->win.core_ok)
+		printf("  core %d:   busy %.2f s (softirq %.2f), %.0f msg/busy-s\n",
+		       o->server_cpu, f->core_busy, f->core_softirq,
+		       f->core_busy > 0 ? (double)b->win.msgs / f->core_busy : 0);
 	if (!b->win.srv_ok)
 		return;
 	printf("  server:   CPU %.2f s (user %.2f + sys %.2f), %d threads, %.2f us/msg, "
@@ -75,16 +100,48 @@ static void print_server_json(const struct bench *b, const struct figures *f)
 	       f->srv_cpu > 0 ? (double)b->win.msgs / f->srv_cpu : 0);
 }
 
+static void print_core_json(const struct bench *b, const struct figures *f)
+{
+	if (!b->win.core_ok) {
+		printf("\"server_core\":null,");
+		return;
+	}
+	printf("\"server_core\":{\"cpu\":%d,\"busy_s\":%.3f,\"softirq_s\":%.3f,"
+	       "\"msgs_per_busy_s\":%.1f},",
+	       b->o.server_cpu, f->core_busy, f->core_softirq,
+	       f->core_busy > 0 ? (double)b->win.msgs / f->core_busy : 0);
+}
+
+/* lost = never echoed, at the end of the run (duplicates count as late). */
+static void print_udp_json(const struct bench *b)
+{
+	const struct udp_counts *u = &b->udp;
+
+	if (b->o.proto != PROTO_UDP)
+		return;
+	printf("\"udp\":{\"timeout_ms\":%.0f,\"timeouts\":%llu,\"late\":%llu,"
+	       "\"run_sent\":%llu,\"run_answered\":%llu,\"run_late\":%llu,"
+	       "\"run_timeouts\":%llu,\"run_lost\":%lld},",
+	       (double)b->o.timeout_ns / 1e6,
+	       (unsigned long long)(b->win.udp1.timeouts - b->win.udp0.timeouts),
+	       (unsigned long long)(b->win.udp1.late - b->win.udp0.late),
+	       (unsigned long long)u->sent, (unsigned long long)u->answered,
+	       (unsigned long long)u->late, (unsigned long long)u->timeouts,
+	       (long long)(u->sent - u->answered - u->late));
+}
+
 static void print_json(const struct bench *b, const struct figures *f)
 {
 	const struct opts *o = &b->o;
 
 	printf(
-	    "{\"mode\":\"%s\",\"connections\":%u,\"size\":%u,\"depth\":%u,\"sources\":%u,"
+	    "{\"protocol\":\"%s\",\"mode\":\"%s\",\"connections\":%u,\"size\":%u,"
+	    "\"depth\":%u,\"sources\":%u,"
 	    "\"window_s\":%.4f,\"messages\":%llu,\"msgs_per_s\":%.1f,\"bytes_per_s\":%."
 	    "1f,",
-	    mode_names[o->mode], o->conns, o->size, o->depth, o->sources, f->secs,
-	    (unsigned long long)b->win.msgs, f->rate, f->rate * o->size);
+	    proto_names[o->proto], mode_names[o->mode], o->conns, o->size, o->depth,
+	    o->sources, f->secs, (unsigned long long)b->win.msgs, f->rate,
+	    f->rate * o->size);
 	printf("\"latency_ns\":{\"p50\":%llu,\"p90\":%llu,\"p99\":%llu,\"p999\":%llu,"
 	       "\"max\":%llu,\"mean\":%llu,\"count\":%llu},",
 	       (unsigned long long)f->p50, (unsigned long long)f->p90,
@@ -93,6 +150,8 @@ static void print_json(const struct bench *b, const struct figures *f)
 	       (unsigned long long)b->hist.count);
 	printf("\"client_cpu_s\":%.3f,\"others_cpu_s\":%.3f,\"steal_s\":%.3f,",
 	       f->client_cpu, f->others, f->steal);
+	print_udp_json(b);
+	print_core_json(b, f);
 	print_server_json(b, f);
 	printf("}\n");
 }

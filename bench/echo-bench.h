@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /* SPDX-License-Identifier: MIT */
-/* echo-bench's shared state: the engine (echo-bench.c), options and set-up
- * (bench-setup.c) and output (bench-report.c). */
+/* echo-bench's shared state: the loop and window (echo-bench.c), the TCP and
+ * UDP engines (bench-tcp.c, bench-udp.c), options and set-up (bench-setup.c)
+ * and output (bench-report.c). */
 #ifndef BENCH_ECHO_BENCH_H
 #define BENCH_ECHO_BENCH_H
 
@@ -9,6 +10,7 @@
 #include <netinet/in.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <sys/epoll.h>
 
 #include "hist.h"
 #include "procstat.h"
@@ -18,14 +20,21 @@
 #define IO_MAX	       (256 * 1024)
 #define PATTERN_BYTES  (PATTERN_PERIOD + IO_MAX)
 #define SCRATCH_BYTES  (64 * 1024)
+#define CONN_SKEW      7919  /* per-connection offset into the pattern */
+#define UDP_SIZE_MAX   65507 /* the largest UDP payload over IPv4 */
+#define UDP_HDR_BYTES  12    /* a datagram starts with its seq (8) and client (4) */
+#define UDP_SEQ_NONE   UINT64_MAX
 
 enum exit_code { EXIT_MISMATCH = 2, EXIT_CONNFAIL = 3, EXIT_USAGE = 64 };
+enum proto { PROTO_TCP, PROTO_UDP };
 enum mode { MODE_PINGPONG, MODE_PIPELINED, MODE_HOLD };
 enum phase { PH_CONNECT, PH_WARMUP, PH_MEASURE, PH_DRAIN, PH_HOLD, PH_DONE };
 enum conn_state { CS_CONNECTING = 1, CS_ACTIVE, CS_IDLE, CS_FINISHED };
 
 struct opts {
-	struct sockaddr_in dst;
+	struct sockaddr_storage dst;
+	socklen_t dst_len;
+	enum proto proto;
 	enum mode mode;
 	unsigned int conns;
 	unsigned int size;
@@ -35,17 +44,35 @@ struct opts {
 	uint64_t count; /* messages per connection; 0 = run for duration */
 	unsigned int sources;
 	unsigned int connect_batch;
+	uint64_t timeout_ns; /* UDP: a datagram unanswered this long is lost; TCP: 0 */
 	int server_pid;
+	int server_cpu; /* -1: not given */
 	const char *perf_ctl;
 	bool json, progress, quiet;
+};
+
+/* UDP: one of a client's --depth datagrams in flight. */
+struct udp_slot {
+	uint64_t seq;	  /* of the datagram it last sent; UDP_SEQ_NONE before */
+	uint64_t sent_ns; /* its send time; 0: nothing awaited */
 };
 
 struct conn {
 	int fd;
 	uint8_t state;
 	bool want_out;
-	uint64_t sent, rcvd; /* bytes of this connection's stream */
-	uint64_t *ts;	     /* send time of message m at ts[m % depth] */
+	uint64_t sent, rcvd; /* TCP: bytes of its stream; UDP: datagrams sent, answered */
+	uint64_t *ts;	     /* TCP: send time of message m at ts[m % depth] */
+	struct udp_slot *slots; /* UDP: depth of them */
+	unsigned int waiting;	/* UDP: slots awaiting an echo */
+};
+
+/* UDP datagrams over the whole run; the window's share is udp1 - udp0. */
+struct udp_counts {
+	uint64_t sent;	   /* handed to sendmmsg */
+	uint64_t answered; /* echoed in time, checked */
+	uint64_t timeouts; /* given up on after --timeout */
+	uint64_t late;	   /* echoed after their timeout (or twice), checked */
 };
 
 /* What happened between the measurement window's two edges. */
@@ -55,11 +82,29 @@ struct window {
 	double client_cpu0, client_cpu1;
 	struct proc_cpu srv0, srv1;
 	bool srv_ok;
+	struct core_time core0, core1; /* the server's core (--server-cpu) */
+	bool core_ok;
 	double busy0, busy1, steal0, steal1; /* whole machine */
+	struct udp_counts udp0, udp1;
 };
+
+struct bench;
+
+/* What differs between TCP and UDP; the loop and the phases are shared. */
+struct engine {
+	void (*start)(struct bench *b); /* connects (or opens) every client */
+	void (*start_load)(struct bench *b, uint64_t now);
+	void (*on_event)(struct bench *b, const struct epoll_event *ev, uint64_t now);
+	void (*start_drain)(struct bench *b, uint64_t now); /* no new messages */
+	void (*on_timer)(struct bench *b, uint64_t now);    /* at b->next_timer */
+};
+
+extern const struct engine tcp_engine, udp_engine;
+struct udp_io;
 
 struct bench {
 	struct opts o;
+	const struct engine *eng;
 	int epfd;
 	struct conn *conns;
 	uint8_t *pattern;
@@ -68,16 +113,25 @@ struct bench {
 	unsigned int started, pending, settled, finished;
 	uint64_t connect_t0, connect_t1;
 	uint64_t phase_end, next_tick, tick_msgs;
-	uint64_t msgs; /* messages completed in the current phase */
+	uint64_t next_timer; /* the engine's next on_timer; 0: none */
+	uint64_t msgs;	     /* messages completed in the current phase */
 	struct hist hist;
 	struct window win;
 	int perf_ctl_fd, perf_ack_fd;
+	struct udp_counts udp;
+	struct udp_io *uio; /* UDP: the batch of datagrams in and out */
 };
 
 /* Prints "echo-bench: MESSAGE" on stderr and exits with code. */
 /* "echo-bench: " + the message + newline on stderr. */
 void vcomplain(const char *fmt, va_list ap) __attribute__((format(printf, 1, 0)));
 void die(int code, const char *fmt, ...) __attribute__((format(printf, 2, 3), noreturn));
+
+/* Marks a connection or client done; the phase moves on when all are. */
+void conn_finished(struct bench *b, unsigned int idx);
+
+/* Binds fd to 127.0.0.(1 + idx % sources) before its connect. */
+void bind_source(const struct bench *b, int fd, unsigned int idx);
 
 /* Parses argv into b->o; exits 64 on a usage error. */
 void opts_parse(struct bench *b, int argc, char **argv);

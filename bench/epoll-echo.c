@@ -22,11 +22,17 @@
  *  - TCP_NODELAY on every connection, SIGPIPE ignored, clean exit on
  *    SIGTERM/SIGINT read from a signalfd in the epoll set (a flag set by a
  *    handler can land just before epoll_wait and be lost; valgrind, which
- *    must exit to write its profile, hits that window).
+ *    must exit to write its profile, hits that window);
+ *  - UDP echo on the same loop with -u (epoll-udp.c): recvmmsg and sendmmsg
+ *    of whole batches.
  *
- * Usage: epoll-echo [-l HOST:PORT | -p PORT] [-b BYTES] [-m BYTES] [-q]
+ * Usage: epoll-echo [-l HOST:PORT | -p PORT] [-u HOST:PORT]... [-b BYTES]
+ *                   [-m BYTES] [-q]
+ * HOST is A.B.C.D, [V6] or * (any); with -u alone, no TCP listener.
  */
 #define _GNU_SOURCE /* accept4, IP_BIND_ADDRESS_NO_PORT */
+#include "epoll-echo.h"
+
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -51,8 +57,10 @@
 #define READ_BUF_DEFAULT   (64 * 1024)
 #define PENDING_DEFAULT	   (256 * 1024) /* as ringechod's max_pending_bytes */
 #define BACKLOG		   4096
+#define TCP_DEFAULT	   "127.0.0.1:7777"
 
 struct conn {
+	enum ep_kind kind; /* EP_CONN: first, see ep_kind */
 	int fd;
 	uint32_t events; /* the interest set registered with epoll */
 	bool eof;	 /* client half-closed: flush, then close */
@@ -62,52 +70,90 @@ struct conn {
 
 struct server {
 	int epfd;
-	int lfd;
+	int lfd; /* -1: UDP only */
 	int sigfd;
 	int reserve_fd; /* given up to accept-and-close on EMFILE */
 	char *buf;
 	size_t buf_size;
 	size_t max_pending;
 	unsigned long conns;
+	struct udp_echo *udp;
 	bool quiet;
 };
 
-/* epoll_event.data.ptr of the two non-connection descriptors. */
-static char listener_tag, signal_tag;
+/* What the command line asks for. */
+struct listen_args {
+	struct sockaddr_storage tcp;
+	bool tcp_set;
+	struct sockaddr_storage udp[UDP_SOCKETS_MAX];
+	unsigned int nudp;
+};
 
-static int parse_listen(const char *arg, struct sockaddr_in *sin)
+/* epoll_event.data.ptr of the two descriptors that are neither. */
+static enum ep_kind listener_tag = EP_LISTENER, signal_tag = EP_SIGNAL;
+
+socklen_t addr_len(const struct sockaddr_storage *ss)
 {
-	char host[64];
-	const char *colon = strrchr(arg, ':');
-	char *end;
-	long port;
+	return ss->ss_family == AF_INET6 ? sizeof(struct sockaddr_in6)
+					 : sizeof(struct sockaddr_in);
+}
 
-	if (!colon || (size_t)(colon - arg) >= sizeof(host))
+/* A.B.C.D, [V6], * or nothing (any IPv4) into ss, port not yet set. */
+static int parse_host(const char *host, size_t len, struct sockaddr_storage *ss)
+{
+	struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)ss;
+	struct sockaddr_in *sin = (struct sockaddr_in *)ss;
+	char buf[INET6_ADDRSTRLEN];
+
+	memset(ss, 0, sizeof(*ss));
+	if (len >= 2 && host[0] == '[' && host[len - 1] == ']') {
+		if (len - 2 >= sizeof(buf))
+			return -EINVAL;
+		memcpy(buf, host + 1, len - 2);
+		buf[len - 2] = '\0';
+		sin6->sin6_family = AF_INET6;
+		return inet_pton(AF_INET6, buf, &sin6->sin6_addr) == 1 ? 0 : -EINVAL;
+	}
+	if (len >= sizeof(buf))
 		return -EINVAL;
-	memcpy(host, arg, colon - arg);
-	host[colon - arg] = '\0';
-	port = strtol(colon + 1, &end, 10);
-	if (*end || end == colon + 1 || port < 0 || port > 65535)
-		return -EINVAL;
-	memset(sin, 0, sizeof(*sin));
+	memcpy(buf, host, len);
+	buf[len] = '\0';
 	sin->sin_family = AF_INET;
-	sin->sin_port = htons((uint16_t)port);
-	if (!host[0] || !strcmp(host, "*"))
+	if (!len || !strcmp(buf, "*"))
 		sin->sin_addr.s_addr = htonl(INADDR_ANY);
-	else if (inet_pton(AF_INET, host, &sin->sin_addr) != 1)
+	else if (inet_pton(AF_INET, buf, &sin->sin_addr) != 1)
 		return -EINVAL;
 	return 0;
 }
 
-static int listen_on(const struct sockaddr_in *sin)
+static int parse_listen(const char *arg, struct sockaddr_storage *ss)
+{
+	const char *colon = strrchr(arg, ':');
+	char *end;
+	long port;
+
+	if (!colon)
+		return -EINVAL;
+	port = strtol(colon + 1, &end, 10);
+	if (*end || end == colon + 1 || port < 0 || port > 65535 ||
+	    parse_host(arg, (size_t)(colon - arg), ss) < 0)
+		return -EINVAL;
+	/* sin_port and sin6_port sit at the same offset. */
+	((struct sockaddr_in *)ss)->sin_port = htons((uint16_t)port);
+	return 0;
+}
+
+static int listen_on(const struct sockaddr_storage *ss)
 {
 	int one = 1;
-	int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	int fd = socket(ss->ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 
 	if (fd < 0)
 		return -errno;
 	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-	if (bind(fd, (const struct sockaddr *)sin, sizeof(*sin)) < 0 ||
+	if (ss->ss_family == AF_INET6)
+		setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
+	if (bind(fd, (const struct sockaddr *)ss, addr_len(ss)) < 0 ||
 	    listen(fd, BACKLOG) < 0) {
 		int err = -errno;
 
@@ -117,16 +163,28 @@ static int listen_on(const struct sockaddr_in *sin)
 	return fd;
 }
 
-static void print_listening(int lfd)
+void print_listening(const char *prefix, int fd)
 {
-	struct sockaddr_in sin;
-	socklen_t len = sizeof(sin);
-	char host[INET_ADDRSTRLEN];
+	struct sockaddr_storage ss;
+	socklen_t len = sizeof(ss);
+	char host[INET6_ADDRSTRLEN];
+	unsigned int port;
 
-	if (getsockname(lfd, (struct sockaddr *)&sin, &len) < 0)
+	if (getsockname(fd, (struct sockaddr *)&ss, &len) < 0)
 		return;
-	inet_ntop(AF_INET, &sin.sin_addr, host, sizeof(host));
-	printf("listening on %s:%u\n", host, ntohs(sin.sin_port));
+	if (ss.ss_family == AF_INET6) {
+		const struct sockaddr_in6 *sin6 = (const struct sockaddr_in6 *)&ss;
+
+		inet_ntop(AF_INET6, &sin6->sin6_addr, host, sizeof(host));
+		port = ntohs(sin6->sin6_port);
+		printf("listening on %s[%s]:%u\n", prefix, host, port);
+	} else {
+		const struct sockaddr_in *sin = (const struct sockaddr_in *)&ss;
+
+		inet_ntop(AF_INET, &sin->sin_addr, host, sizeof(host));
+		port = ntohs(sin->sin_port);
+		printf("listening on %s%s:%u\n", prefix, host, port);
+	}
 	fflush(stdout);
 }
 
@@ -275,6 +333,7 @@ static int conn_add(struct server *srv, int fd)
 	if (!c)
 		return -ENOMEM;
 	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	c->kind = EP_CONN;
 	c->fd = fd;
 	c->events = EPOLLIN;
 	ev.data.ptr = c;
@@ -337,12 +396,20 @@ static int run_loop(struct server *srv)
 		for (int i = 0; i < n; i++) {
 			void *tag = events[i].data.ptr;
 
-			if (tag == &listener_tag)
+			switch (*(const enum ep_kind *)tag) {
+			case EP_LISTENER:
 				on_listener(srv);
-			else if (tag == &signal_tag)
+				break;
+			case EP_SIGNAL:
 				stop = true;
-			else
+				break;
+			case EP_UDP:
+				udp_echo_readable(tag);
+				break;
+			case EP_CONN:
 				on_conn_event(srv, tag, events[i].events);
+				break;
+			}
 		}
 	}
 	free(events);
@@ -376,10 +443,25 @@ static int signals_init(void)
 	return fd < 0 ? -errno : fd;
 }
 
-static int server_init(struct server *srv, const struct sockaddr_in *sin)
+static int tcp_init(struct server *srv, const struct sockaddr_storage *ss)
 {
 	struct epoll_event ev = {.events = EPOLLIN, .data.ptr = &listener_tag};
+
+	srv->lfd = listen_on(ss);
+	if (srv->lfd < 0)
+		return srv->lfd;
+	if (epoll_ctl(srv->epfd, EPOLL_CTL_ADD, srv->lfd, &ev) < 0)
+		return -errno;
+	print_listening("", srv->lfd);
+	srv->reserve_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+	return 0;
+}
+
+/* Start-up only: on an error the process exits, which closes everything. */
+static int server_init(struct server *srv, const struct listen_args *la)
+{
 	struct epoll_event sev = {.events = EPOLLIN, .data.ptr = &signal_tag};
+	int err;
 
 	srv->sigfd = signals_init();
 	if (srv->sigfd < 0)
@@ -387,23 +469,25 @@ static int server_init(struct server *srv, const struct sockaddr_in *sin)
 	srv->buf = malloc(srv->buf_size);
 	if (!srv->buf)
 		return -ENOMEM;
-	srv->lfd = listen_on(sin);
-	if (srv->lfd < 0)
-		return srv->lfd;
 	srv->epfd = epoll_create1(EPOLL_CLOEXEC);
 	if (srv->epfd < 0)
 		return -errno;
-	if (epoll_ctl(srv->epfd, EPOLL_CTL_ADD, srv->lfd, &ev) < 0 ||
-	    epoll_ctl(srv->epfd, EPOLL_CTL_ADD, srv->sigfd, &sev) < 0)
+	if (epoll_ctl(srv->epfd, EPOLL_CTL_ADD, srv->sigfd, &sev) < 0)
 		return -errno;
-	srv->reserve_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+	if (la->tcp_set && (err = tcp_init(srv, &la->tcp)) < 0)
+		return err;
+	if (la->nudp &&
+	    (err = udp_echo_open(&srv->udp, srv->epfd, la->udp, la->nudp)) < 0)
+		return err;
 	return 0;
 }
 
 static void usage(FILE *f)
 {
-	fputs("usage: epoll-echo [-l HOST:PORT | -p PORT] [-b READ_BUF] "
-	      "[-m MAX_PENDING] [-q]\n",
+	fputs("usage: epoll-echo [-l HOST:PORT | -p PORT] [-u HOST:PORT]... "
+	      "[-b READ_BUF] [-m MAX_PENDING] [-q]\n"
+	      "  -l, -p  TCP listener (default " TCP_DEFAULT " unless -u is given)\n"
+	      "  -u      UDP echo socket, repeatable; HOST is A.B.C.D, [V6] or *\n",
 	      f);
 }
 
@@ -418,21 +502,33 @@ static int parse_size(const char *s, size_t min, size_t *out)
 	return 0;
 }
 
-static int parse_args(int argc, char **argv, struct server *srv, struct sockaddr_in *sin)
+static int parse_udp(struct listen_args *la, const char *arg)
+{
+	if (la->nudp == UDP_SOCKETS_MAX)
+		return -E2BIG;
+	return parse_listen(arg, &la->udp[la->nudp++]);
+}
+
+static int parse_args(int argc, char **argv, struct server *srv, struct listen_args *la)
 {
 	char port_arg[32];
 	int opt;
 
-	while ((opt = getopt(argc, argv, "l:p:b:m:qh")) != -1) {
+	while ((opt = getopt(argc, argv, "l:p:u:b:m:qh")) != -1) {
 		int err = 0;
 
 		switch (opt) {
 		case 'l':
-			err = parse_listen(optarg, sin);
+			err = parse_listen(optarg, &la->tcp);
+			la->tcp_set = true;
 			break;
 		case 'p':
 			snprintf(port_arg, sizeof(port_arg), "127.0.0.1:%s", optarg);
-			err = parse_listen(port_arg, sin);
+			err = parse_listen(port_arg, &la->tcp);
+			la->tcp_set = true;
+			break;
+		case 'u':
+			err = parse_udp(la, optarg);
 			break;
 		case 'b':
 			err = parse_size(optarg, 256, &srv->buf_size);
@@ -454,31 +550,39 @@ static int parse_args(int argc, char **argv, struct server *srv, struct sockaddr
 			return err;
 		}
 	}
-	return optind == argc ? 0 : -EINVAL;
+	if (optind != argc)
+		return -EINVAL;
+	if (!la->tcp_set && !la->nudp)
+		la->tcp_set = parse_listen(TCP_DEFAULT, &la->tcp) == 0;
+	return 0;
 }
 
 int main(int argc, char **argv)
 {
-	struct server srv = {.buf_size = READ_BUF_DEFAULT,
+	struct server srv = {.lfd = -1,
+			     .reserve_fd = -1,
+			     .buf_size = READ_BUF_DEFAULT,
 			     .max_pending = PENDING_DEFAULT};
-	struct sockaddr_in sin;
+	struct listen_args la = {0};
 	int err;
 
-	parse_listen("127.0.0.1:7777", &sin);
-	if (parse_args(argc, argv, &srv, &sin) < 0)
+	if (parse_args(argc, argv, &srv, &la) < 0)
 		return 64;
 	raise_nofile();
-	err = server_init(&srv, &sin);
+	err = server_init(&srv, &la);
 	if (err < 0) {
 		fprintf(stderr, "epoll-echo: cannot listen: %s\n", strerror(-err));
 		return 1;
 	}
-	print_listening(srv.lfd);
 	err = run_loop(&srv);
 	if (err < 0)
 		fprintf(stderr, "epoll-echo: epoll_wait: %s\n", strerror(-err));
-	if (!srv.quiet)
+	if (!srv.quiet && srv.lfd >= 0)
 		fprintf(stderr, "epoll-echo: exiting with %lu connections open\n",
 			srv.conns);
+	if (srv.udp)
+		udp_echo_close(srv.udp, srv.quiet);
+	/* The rest goes with the process; this keeps LeakSanitizer quiet. */
+	free(srv.buf);
 	return err < 0 ? 1 : 0;
 }

@@ -92,3 +92,30 @@ int proc_cpu_read(int pid, struct proc_cpu *out)
 	out->tasks_s = sum_tasks(pid, &out->tasks);
 	return 0;
 }
+
+int proc_core_busy(int cpu, struct core_time *out)
+{
+	unsigned long long v[8];
+	double hz = (double)sysconf(_SC_CLK_TCK);
+	char line[512], want[32];
+	FILE *f = fopen("/proc/stat", "re");
+	int n = 0;
+
+	if (!f)
+		return -errno;
+	snprintf(want, sizeof(want), "cpu%d ", cpu);
+	while (fgets(line, sizeof(line), f))
+		if (!strncmp(line, want, strlen(want))) {
+			/* user nice system idle iowait irq softirq steal */
+			n = sscanf(line + strlen(want),
+				   "%llu %llu %llu %llu %llu %llu %llu %llu", &v[0],
+				   &v[1], &v[2], &v[3], &v[4], &v[5], &v[6], &v[7]);
+			break;
+		}
+	fclose(f);
+	if (n != 8)
+		return -ENOENT;
+	out->busy_s = (double)(v[0] + v[1] + v[2] + v[5] + v[6]) / hz;
+	out->softirq_s = (double)(v[5] + v[6]) / hz;
+	return 0;
+}

@@ -11,11 +11,22 @@ struct proc_cpu {
 	unsigned int tasks; /* live threads, io_uring's iou-sqp/iou-wrk included */
 };
 
+/* One CPU's time since boot, from its "cpuN" line in /proc/stat. */
+struct core_time {
+	double busy_s;	  /* user, nice, system, irq and softirq */
+	double softirq_s; /* irq and softirq alone */
+};
+
 /* Fills *out for process pid; returns 0 or -errno. */
 int proc_cpu_read(int pid, struct proc_cpu *out);
 
 /* Busy (non-idle) and stolen seconds of all CPUs since boot, from /proc/stat:
  * what else ran during a window, and what the hypervisor took. */
 int proc_machine_busy(double *busy_s, double *steal_s);
+
+/* Fills *out for CPU cpu: all that ran on it, the network's softirq work
+ * included, which on loopback is not always charged to the process whose
+ * send raised it. Returns 0 or -errno. */
+int proc_core_busy(int cpu, struct core_time *out);
 
 #endif
