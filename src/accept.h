@@ -1,41 +1,54 @@
 /* SPDX-License-Identifier: MIT */
-/* Accepting connections: one multishot accept per listener, admission
- * against max_connections and max_connections_per_ip (a refused client gets
- * a clean EOF), and the pause when fds or memory run out, until a
- * connection closes or a second has passed. */
+/* Accepting connections: one multishot accept per listener in each loop,
+ * admission against max_connections and max_connections_per_ip (counted
+ * across loops; a refused client gets a clean EOF), and the pause when fds
+ * or memory run out, until a connection closes or a second has passed. */
 #ifndef RINGECHO_ACCEPT_H
 #define RINGECHO_ACCEPT_H
 
+#include "config.h"
 #include "log.h"
 
 #include <liburing.h>
+#include <stdbool.h>
 #include <stdint.h>
 
-struct server;
+struct worker;
 struct listener;
 
 /* How long accepting stays paused after EMFILE when no connection closes. */
 #define ACCEPT_PAUSE_MS 1000
 
+/* A listening socket as one loop sees it: the fd is shared by every loop,
+ * the accept armed on it is this loop's own. */
+struct accept_view {
+	uint64_t id; /* the listener's id: late completions of a closed one miss */
+	int fd;
+	bool armed;
+	char name[CONFIG_ADDR_TEXT];
+};
+
 struct acceptor {
+	struct accept_view v[CONFIG_MAX_LISTEN];
+	unsigned n;
 	uint64_t resume_ms;	   /* 0: accepting; else when to try again */
 	uint64_t closed_at_pause;  /* stats.conns_closed when the pause began */
 	struct ratelimit rl_error; /* "accept: Too many open files" */
 	struct ratelimit rl_refuse;
-	struct ratelimit rl_reset; /* refusals that had to be a reset */
 };
 
 void accept_init(struct acceptor *a);
-/* Arm a multishot accept on l (retried by the tick when no SQE). */
-void accept_arm(struct server *s, struct listener *l);
+/* Start accepting on l in this loop. */
+void accept_add_listener(struct worker *w, const struct listener *l);
+/* Stop accepting on listener id in this loop. Synchronous: when this
+ * returns, this loop's accept has ended and let go of the socket. */
+void accept_remove_listener(struct worker *w, uint64_t id);
+/* Forget every listener (at tear-down). */
+void accept_remove_all(struct worker *w);
 /* An OP_ACCEPT completion: admit the client, refuse it, or pause. */
-void accept_on_cqe(struct server *s, const struct io_uring_cqe *cqe);
+void accept_on_cqe(struct worker *w, const struct io_uring_cqe *cqe);
 /* After a batch and on each tick: resume a pause once a connection has
  * closed or the pause is over. */
-void accept_maybe_resume(struct server *s);
-/* Stop accepting on l and close it. Synchronous: when this returns the
- * socket is gone from the kernel too (a restart can bind it at once), and
- * clients connecting now are refused. */
-void accept_close_listener(struct server *s, struct listener *l);
+void accept_maybe_resume(struct worker *w);
 
 #endif

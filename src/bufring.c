@@ -13,13 +13,15 @@ static void *map_anon(size_t len)
 	return p == MAP_FAILED ? NULL : p;
 }
 
-int bufring_init(struct bufring *b, struct io_uring *ring, uint32_t count, uint32_t size)
+int bufring_init(struct bufring *b, struct io_uring *ring, uint16_t group, uint32_t count,
+		 uint32_t size)
 {
 	struct io_uring_buf_reg reg;
 	size_t ring_len = (size_t)count * sizeof(struct io_uring_buf);
 	int ret;
 
 	memset(b, 0, sizeof(*b));
+	b->group = group;
 	b->count = count;
 	b->size = size;
 	/* The ring must be page aligned; mmap gives that. The buffers are
@@ -35,7 +37,7 @@ int bufring_init(struct bufring *b, struct io_uring *ring, uint32_t count, uint3
 	memset(&reg, 0, sizeof(reg));
 	reg.ring_addr = (uintptr_t)b->br;
 	reg.ring_entries = count;
-	reg.bgid = BUFRING_GROUP_ID;
+	reg.bgid = group;
 	ret = io_uring_register_buf_ring(ring, &reg, 0);
 	if (ret < 0)
 		goto err;
@@ -58,7 +60,7 @@ void bufring_deinit(struct bufring *b, struct io_uring *ring)
 {
 	if (!b->br)
 		return;
-	io_uring_unregister_buf_ring(ring, BUFRING_GROUP_ID);
+	io_uring_unregister_buf_ring(ring, b->group);
 	munmap(b->br, (size_t)b->count * sizeof(struct io_uring_buf));
 	munmap(b->base, (size_t)b->count * b->size);
 	b->br = NULL;

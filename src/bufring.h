@@ -15,20 +15,22 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-#define BUFRING_GROUP_ID 0
+#define BUFRING_GROUP_ID 0 /* TCP receives */
 
 struct bufring {
 	struct io_uring_buf_ring *br;
 	char *base;
+	uint16_t group;	   /* the buffer group id receives name */
 	uint32_t count;	   /* power of two */
 	uint32_t size;	   /* bytes per buffer */
 	uint32_t held;	   /* buffers kept for sends, in flight or waiting */
 	uint64_t recycled; /* ever handed back, to know when starved recvs may retry */
 };
 
-/* Allocate count buffers of size bytes and register them as group
- * BUFRING_GROUP_ID. 0 or -errno (-EINVAL: the kernel has no buffer rings). */
-int bufring_init(struct bufring *b, struct io_uring *ring, uint32_t count, uint32_t size);
+/* Allocate count buffers of size bytes and register them as buffer group
+ * `group`. 0 or -errno (-EINVAL: the kernel has no buffer rings). */
+int bufring_init(struct bufring *b, struct io_uring *ring, uint16_t group, uint32_t count,
+		 uint32_t size);
 void bufring_deinit(struct bufring *b, struct io_uring *ring);
 
 static inline char *bufring_addr(const struct bufring *b, uint16_t bid)

@@ -2,7 +2,9 @@
 /* A connection's birth and death: the only place one is allocated and the
  * only place one is freed, whether it ends in the loop or at tear-down. */
 #include "conn.h"
+#include "limits.h"
 #include "server.h"
+#include "worker.h"
 
 #include <stdlib.h>
 #include <sys/socket.h>
@@ -11,21 +13,21 @@
 /* Reads that empty a socket before a quiet close; what is left resets. */
 #define DRAIN_READS 16
 
-struct conn *conn_alloc(struct server *s, int fd)
+struct conn *conn_alloc(struct worker *w, int fd)
 {
 	struct conn *c = calloc(1, sizeof(*c));
 
 	if (!c)
 		return NULL;
-	c->id = s->next_conn_id++;
+	c->id = w->next_conn_id++;
 	c->fd = fd;
 	c->send_bid = -1;
-	c->last_active_ms = c->last_recv_ms = s->now_ms;
+	c->last_active_ms = c->last_recv_ms = w->now_ms;
 	list_init(&c->lru);
 	list_init(&c->wait);
 	list_init(&c->due);
 	list_init(&c->sending);
-	if (conn_table_insert(&s->conns, c->id, c) < 0) {
+	if (conn_table_insert(&w->conns, c->id, c) < 0) {
 		free(c);
 		return NULL;
 	}
@@ -33,10 +35,10 @@ struct conn *conn_alloc(struct server *s, int fd)
 }
 
 /* Done with the memory the last send used. */
-void conn_release_send(struct server *s, struct conn *c)
+void conn_release_send(struct worker *w, struct conn *c)
 {
 	if (c->send_bid >= 0) {
-		bufring_unhold(&s->bufs, (uint16_t)c->send_bid);
+		bufring_unhold(&w->bufs, (uint16_t)c->send_bid);
 		c->send_bid = -1;
 	}
 	free(c->send_buf);
@@ -56,9 +58,9 @@ void conn_drain_socket(int fd)
 }
 
 /* How the connection ended, for the shutdown's summary. */
-static void count_close(struct server *s, const struct conn *c)
+static void count_close(struct worker *w, const struct conn *c)
 {
-	struct stats *st = &s->stats;
+	struct stats *st = &w->stats;
 
 	st->conns_closed++;
 	if (!(c->flags & CONN_CLEAN))
@@ -73,30 +75,29 @@ static void count_close(struct server *s, const struct conn *c)
 		st->closed_idle++;
 }
 
-void conn_destroy(struct server *s, struct conn *c)
+void conn_destroy(struct worker *w, struct conn *c)
 {
 	log_debug("connection %llu: closed%s", (unsigned long long)c->id,
 		  c->flags & CONN_CLEAN ? " after its echo" : " (reset or error)");
 	if (c->flags & CONN_QUIET)
 		conn_drain_socket(c->fd);
 	close(c->fd);
-	conn_release_send(s, c);
+	conn_release_send(w, c);
 	if (c->chain)
-		chain_release(c->chain, &s->bufs);
+		chain_release(c->chain, &w->bufs);
 	free(c->chain);
 	free(c->queue.data);
 	list_del(&c->lru);
 	list_del(&c->wait);
 	list_del(&c->due);
 	list_del(&c->sending);
-	conn_table_remove(&s->conns, c->id);
+	conn_table_remove(&w->conns, c->id);
 	if (c->flags & CONN_REFUSED) {
-		s->nrefused--;
+		w->nrefused--;
 	} else {
-		if (c->peer.valid)
-			peer_remove(&s->peers, &c->peer);
-		s->nconns--;
-		count_close(s, c);
+		limits_release(&w->srv->limits, &c->peer);
+		w->nconns--;
+		count_close(w, c);
 	}
 	free(c);
 }

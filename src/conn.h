@@ -37,7 +37,7 @@ enum conn_flag {
 	CONN_STARVED = 1 << 6,	  /* recv ended with -ENOBUFS; on the wait list */
 	CONN_WR_SHUT = 1 << 7,	  /* our FIN is sent; waiting for the client's */
 	CONN_CLEAN = 1 << 8,	  /* closing after the whole echo, not on an error */
-	CONN_SEND_DUE = 1 << 9,	  /* bytes wait for the batch's end; in server.due */
+	CONN_SEND_DUE = 1 << 9,	  /* bytes wait for the batch's end; in worker.due */
 	CONN_REFUSED = 1 << 10,	  /* over a limit: EOF at once, input discarded */
 	CONN_QUIET = 1 << 11,	  /* owes nothing: empty the socket, then close */
 	CONN_OUTQ_SAMPLED = 1 << 12, /* outq_sample holds the send queue's length */
@@ -66,24 +66,24 @@ struct conn {
 	uint64_t last_recv_ms;	 /* last byte received (or the accept) */
 	uint64_t send_since_ms;	 /* while it owes bytes: their last progress */
 	uint32_t outq_sample;	 /* kernel send queue, halfway to send_timeout_ms */
-	struct list lru;	 /* in server.idle_lru, oldest first; refused:
-				    in server.lingering */
-	struct list sending;	 /* in server.sending while it owes bytes */
-	struct list wait;	 /* in server.starved while CONN_STARVED */
-	struct list due;	 /* in server.due while CONN_SEND_DUE */
+	struct list lru;	 /* in worker.idle_lru, oldest first; refused:
+				    in worker.lingering */
+	struct list sending;	 /* in worker.sending while it owes bytes */
+	struct list wait;	 /* in worker.starved while CONN_STARVED */
+	struct list due;	 /* in worker.due while CONN_SEND_DUE */
 	struct peer_key peer;
 };
 
-struct server;
+struct worker;
 
 /* A new connection on fd, in the table, in no list and counted nowhere
  * yet. NULL when out of memory (fd is left open). */
-struct conn *conn_alloc(struct server *s, int fd);
+struct conn *conn_alloc(struct worker *w, int fd);
 /* Close and free c, handing back every buffer it holds and unlinking it
  * from everything. Its operations must be over (or the ring gone). */
-void conn_destroy(struct server *s, struct conn *c);
+void conn_destroy(struct worker *w, struct conn *c);
 /* Done with the memory the last send used. */
-void conn_release_send(struct server *s, struct conn *c);
+void conn_release_send(struct worker *w, struct conn *c);
 /* Read away what a client sent and nobody will read, so that closing the
  * socket sends a FIN and not a reset. */
 void conn_drain_socket(int fd);

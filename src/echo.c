@@ -3,7 +3,10 @@
 #include "conn.h"
 #include "op.h"
 #include "outq.h"
+#include "limits.h"
+#include "listener.h"
 #include "server.h"
+#include "worker.h"
 
 #include <errno.h>
 #include <stdlib.h>
@@ -13,18 +16,18 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-static void conn_settle(struct server *s, struct conn *c);
-static void echo_abort(struct server *s, struct conn *c);
+static void conn_settle(struct worker *w, struct conn *c);
+static void echo_abort(struct worker *w, struct conn *c);
 
-static struct conn *conn_of(struct server *s, const struct io_uring_cqe *cqe)
+static struct conn *conn_of(struct worker *w, const struct io_uring_cqe *cqe)
 {
-	return conn_table_lookup(&s->conns, op_decode_id(cqe->user_data));
+	return conn_table_lookup(&w->conns, op_decode_id(cqe->user_data));
 }
 
 /* Queue a cancel; false when no SQE could be had. */
-static bool submit_cancel(struct server *s, struct conn *c, uint64_t what, int flags)
+static bool submit_cancel(struct worker *w, struct conn *c, uint64_t what, int flags)
 {
-	struct io_uring_sqe *sqe = ring_get_sqe(&s->ring);
+	struct io_uring_sqe *sqe = ring_get_sqe(&w->ring);
 
 	if (!sqe)
 		return false;
@@ -40,14 +43,14 @@ static bool submit_cancel(struct server *s, struct conn *c, uint64_t what, int f
  * stalled send for as long as it stalls, and with enough such clients every
  * other connection would lose zero copy: copy those bytes to the front of
  * its queue and hand the buffers back. Without memory they stay held. */
-static void spill_chain(struct server *s, struct conn *c)
+static void spill_chain(struct worker *w, struct conn *c)
 {
 	uint32_t waiting = c->chain ? chain_waiting(c->chain) : 0;
 	struct outq q = {0};
 
 	if (!waiting || outq_reserve(&q, waiting + c->queue.len) < 0)
 		return;
-	chain_spill(c->chain, &s->bufs, q.data);
+	chain_spill(c->chain, &w->bufs, q.data);
 	if (c->queue.len)
 		memcpy(q.data + waiting, c->queue.data, c->queue.len);
 	q.len = waiting + c->queue.len;
@@ -56,21 +59,21 @@ static void spill_chain(struct server *s, struct conn *c)
 }
 
 /* Backpressure. Without an SQE it is simply tried again at the next receive. */
-static void stop_recv(struct server *s, struct conn *c)
+static void stop_recv(struct worker *w, struct conn *c)
 {
-	spill_chain(s, c);
+	spill_chain(w, c);
 	if (!(c->flags & CONN_RECV_ARMED) || (c->flags & CONN_CANCELLING))
 		return;
-	if (submit_cancel(s, c, op_encode(OP_RECV, c->id), 0))
+	if (submit_cancel(w, c, op_encode(OP_RECV, c->id), 0))
 		c->flags |= CONN_CANCELLING;
 }
 
-static void submit_recv(struct server *s, struct conn *c)
+static void submit_recv(struct worker *w, struct conn *c)
 {
-	struct io_uring_sqe *sqe = ring_get_sqe(&s->ring);
+	struct io_uring_sqe *sqe = ring_get_sqe(&w->ring);
 
 	if (!sqe) {
-		echo_abort(s, c);
+		echo_abort(w, c);
 		return;
 	}
 	io_uring_prep_recv_multishot(sqe, c->fd, NULL, 0, 0);
@@ -80,13 +83,13 @@ static void submit_recv(struct server *s, struct conn *c)
 	c->flags |= CONN_RECV_ARMED;
 }
 
-static void submit_send(struct server *s, struct conn *c)
+static void submit_send(struct worker *w, struct conn *c)
 {
-	struct io_uring_sqe *sqe = ring_get_sqe(&s->ring);
-	char *base = c->send_bid >= 0 ? bufring_addr(&s->bufs, c->send_bid) : c->send_buf;
+	struct io_uring_sqe *sqe = ring_get_sqe(&w->ring);
+	char *base = c->send_bid >= 0 ? bufring_addr(&w->bufs, c->send_bid) : c->send_buf;
 
 	if (!sqe) {
-		echo_abort(s, c);
+		echo_abort(w, c);
 		return;
 	}
 	/* MSG_NOSIGNAL: a peer that reset must cost an -EPIPE, never SIGPIPE. */
@@ -94,81 +97,81 @@ static void submit_send(struct server *s, struct conn *c)
 			   MSG_NOSIGNAL);
 	io_uring_sqe_set_data64(sqe, op_encode(OP_SEND, c->id));
 	c->flags |= CONN_SEND_ARMED;
-	s->sends_queued++;
+	w->sends_queued++;
 }
 
 /* Send the chain's first count buffers as one message. */
-static void submit_chain(struct server *s, struct conn *c, unsigned count)
+static void submit_chain(struct worker *w, struct conn *c, unsigned count)
 {
-	struct io_uring_sqe *sqe = ring_get_sqe(&s->ring);
+	struct io_uring_sqe *sqe = ring_get_sqe(&w->ring);
 
 	if (!sqe) {
-		echo_abort(s, c);
+		echo_abort(w, c);
 		return;
 	}
-	io_uring_prep_sendmsg(sqe, c->fd, chain_prepare(c->chain, &s->bufs, count),
+	io_uring_prep_sendmsg(sqe, c->fd, chain_prepare(c->chain, &w->bufs, count),
 			      MSG_NOSIGNAL);
 	io_uring_sqe_set_data64(sqe, op_encode(OP_SEND, c->id));
 	c->flags |= CONN_SEND_ARMED;
-	s->sends_queued++;
+	w->sends_queued++;
 }
 
 /* The queue becomes the send's memory: handed over, not copied. */
-static void send_queue(struct server *s, struct conn *c)
+static void send_queue(struct worker *w, struct conn *c)
 {
 	c->send_buf = c->queue.data;
 	c->send_len = c->queue.len;
 	c->send_off = 0;
 	memset(&c->queue, 0, sizeof(c->queue));
-	submit_send(s, c);
+	submit_send(w, c);
 }
 
 /* Bytes wait: their send starts when this batch of completions has been
  * handled (echo_start_sends), so what else the client sent in the batch goes
  * with them. A send in flight starts the next one itself when it completes. */
-static void send_due(struct server *s, struct conn *c)
+static void send_due(struct worker *w, struct conn *c)
 {
 	if (c->flags & (CONN_SEND_DUE | CONN_SEND_ARMED))
 		return;
 	c->flags |= CONN_SEND_DUE;
-	list_add_tail(&s->due, &c->due);
+	list_add_tail(&w->due, &c->due);
 }
 
 /* Send what waits, in stream order: a lone buffer, else the chain (which
  * leads any copied bytes), else the copied bytes. */
-static void start_send(struct server *s, struct conn *c)
+static void start_send(struct worker *w, struct conn *c)
 {
 	if (c->send_bid >= 0) {
-		submit_send(s, c);
+		submit_send(w, c);
 	} else if (c->chain && c->chain->n) {
-		s->stats.chained_sends += c->chain->n > 1;
-		submit_chain(s, c, c->chain->n);
+		w->stats.chained_sends += c->chain->n > 1;
+		submit_chain(w, c, c->chain->n);
 	} else if (c->queue.len) {
-		send_queue(s, c);
+		send_queue(w, c);
 	}
 }
 
-void echo_start_sends(struct server *s)
+void echo_start_sends(struct worker *w)
 {
-	while (!list_empty(&s->due)) {
-		struct conn *c = container_of(s->due.next, struct conn, due);
+	while (!list_empty(&w->due)) {
+		struct conn *c = container_of(w->due.next, struct conn, due);
 
 		list_del(&c->due);
 		c->flags &= ~CONN_SEND_DUE;
 		if (!(c->flags & CONN_CLOSING))
-			start_send(s, c);
+			start_send(w, c);
 		/* A started send changes nothing settle looks at; a failed
 		 * one (no SQE) began closing the connection. */
 		if (c->flags & CONN_CLOSING)
-			conn_settle(s, c);
+			conn_settle(w, c);
 	}
 }
 
 /* The last send is done: the next starts with the batch's end. */
-static void send_next(struct server *s, struct conn *c)
+static void send_next(struct worker *w, struct conn *c)
 {
 	if ((c->chain && c->chain->n) || c->queue.len) {
-		send_due(s, c);
+		send_due(w, c);
 	} else if (c->chain) { /* flushed: idle connections hold no chain */
 		free(c->chain);
 		c->chain = NULL;
@@ -178,9 +181,9 @@ static void send_next(struct server *s, struct conn *c)
 /* Keep buffer bid for a later send instead of copying it: only behind a
  * send that is in flight or due, never behind copied bytes (they would
  * reorder), and within the pool's budget. False when it must be copied. */
-static bool hold(struct server *s, struct conn *c, uint16_t bid, uint32_t len)
+static bool hold(struct worker *w, struct conn *c, uint16_t bid, uint32_t len)
 {
-	if (c->queue.len || !bufring_may_hold(&s->bufs) ||
+	if (c->queue.len || !bufring_may_hold(&w->bufs) ||
 	    (c->chain && chain_full(c->chain)))
 		return false;
 	if (!c->chain && !(c->chain = calloc(1, sizeof(*c->chain))))
@@ -192,116 +195,116 @@ static bool hold(struct server *s, struct conn *c, uint16_t bid, uint32_t len)
 		c->send_len = 0;
 	}
 	chain_push(c->chain, bid, len);
-	bufring_hold(&s->bufs);
+	bufring_hold(&w->bufs);
 	return true;
 }
 
 /* Activity in either direction keeps a connection off the idle list's head:
  * a client still reading its echo, or held back by backpressure while it
  * reads, is not idle. */
-static void touch(struct server *s, struct conn *c)
+static void touch(struct worker *w, struct conn *c)
 {
-	c->last_active_ms = s->now_ms;
+	c->last_active_ms = w->now_ms;
 	list_del(&c->lru);
-	list_add_tail(&s->idle_lru, &c->lru);
+	list_add_tail(&w->idle_lru, &c->lru);
 }
 
 /* Keep c on the sending list exactly while it owes its client bytes, with
  * the time its echo last moved (send_timeout_ms). progress: a send just
  * put bytes on the wire. */
-static void track_sending(struct server *s, struct conn *c, bool progress)
+static void track_sending(struct worker *w, struct conn *c, bool progress)
 {
 	bool owes = conn_pending(c) > 0;
 
 	if (!owes) {
 		list_del(&c->sending);
 	} else if (progress || !list_linked(&c->sending)) {
-		c->send_since_ms = s->now_ms;
+		c->send_since_ms = w->now_ms;
 		c->flags &= ~CONN_OUTQ_SAMPLED;
 		list_del(&c->sending);
-		list_add_tail(&s->sending, &c->sending);
+		list_add_tail(&w->sending, &c->sending);
 	}
 }
 
-static void on_data(struct server *s, struct conn *c, uint16_t bid, uint32_t len)
+static void on_data(struct worker *w, struct conn *c, uint16_t bid, uint32_t len)
 {
 	if (c->flags & (CONN_CLOSING | CONN_NO_RECV)) {
 		/* Past the cut: the client gets an exact prefix of its
 		 * stream, and reading on keeps our close free of RSTs. */
-		bufring_recycle(&s->bufs, bid);
+		bufring_recycle(&w->bufs, bid);
 		return;
 	}
-	s->stats.messages++;
-	s->recvs_batch++;
-	c->last_recv_ms = s->now_ms;
-	touch(s, c);
+	w->stats.messages++;
+	w->recvs_batch++;
+	c->last_recv_ms = w->now_ms;
+	touch(w, c);
 	if (!(c->flags & (CONN_SEND_ARMED | CONN_SEND_DUE)) && !c->queue.len &&
-	    bufring_may_hold(&s->bufs)) {
+	    bufring_may_hold(&w->bufs)) {
 		c->send_bid = bid;
 		c->send_len = len;
 		c->send_off = 0;
-		bufring_hold(&s->bufs);
+		bufring_hold(&w->bufs);
 	} else if ((c->flags & (CONN_SEND_ARMED | CONN_SEND_DUE)) &&
-		   hold(s, c, bid, len)) {
+		   hold(w, c, bid, len)) {
 		/* sent with the others */
 	} else {
-		int ret = outq_append(&c->queue, bufring_addr(&s->bufs, bid), len);
-		bufring_recycle(&s->bufs, bid);
+		int ret = outq_append(&c->queue, bufring_addr(&w->bufs, bid), len);
+		bufring_recycle(&w->bufs, bid);
 		if (ret < 0) {
 			log_warn(
 			    "connection %llu: out of memory for its echo; closing it",
 			    (unsigned long long)c->id);
-			echo_abort(s, c);
+			echo_abort(w, c);
 			return;
 		}
 	}
-	send_due(s, c);
-	track_sending(s, c, false);
+	send_due(w, c);
+	track_sending(w, c, false);
 	/* Backpressure: a client that does not read stops being read. */
-	if (conn_pending(c) >= s->cfg.max_pending_bytes)
-		stop_recv(s, c);
+	if (conn_pending(c) >= w->cfg.max_pending_bytes)
+		stop_recv(w, c);
 }
 
-static void starve(struct server *s, struct conn *c)
+static void starve(struct worker *w, struct conn *c)
 {
-	s->stats.bufring_empty++;
+	w->stats.bufring_empty++;
 	if (c->flags & CONN_STARVED)
 		return;
 	c->flags |= CONN_STARVED;
-	list_add_tail(&s->starved, &c->wait);
+	list_add_tail(&w->starved, &c->wait);
 }
 
-void echo_on_recv(struct server *s, const struct io_uring_cqe *cqe)
+void echo_on_recv(struct worker *w, const struct io_uring_cqe *cqe)
 {
-	struct conn *c = conn_of(s, cqe);
+	struct conn *c = conn_of(w, cqe);
 	int res = cqe->res;
 
 	if (!c) { /* cannot happen: a conn is freed only when nothing is armed */
 		if (cqe->flags & IORING_CQE_F_BUFFER)
-			bufring_recycle(&s->bufs, cqe->flags >> IORING_CQE_BUFFER_SHIFT);
+			bufring_recycle(&w->bufs, cqe->flags >> IORING_CQE_BUFFER_SHIFT);
 		return;
 	}
 	if (!(cqe->flags & IORING_CQE_F_MORE))
 		c->flags &= ~(CONN_RECV_ARMED | CONN_CANCELLING);
 	if (res <= 0 && (cqe->flags & IORING_CQE_F_BUFFER)) /* not seen; costs nothing */
-		bufring_recycle(&s->bufs, cqe->flags >> IORING_CQE_BUFFER_SHIFT);
+		bufring_recycle(&w->bufs, cqe->flags >> IORING_CQE_BUFFER_SHIFT);
 	if (res > 0)
-		on_data(s, c, cqe->flags >> IORING_CQE_BUFFER_SHIFT, res);
+		on_data(w, c, cqe->flags >> IORING_CQE_BUFFER_SHIFT, res);
 	else if (res == 0)
 		c->flags |= CONN_READ_EOF;
 	else if (res == -ENOBUFS)
-		starve(s, c);
+		starve(w, c);
 	else if (res != -ECANCELED) {
 		log_debug("connection %llu: recv: %s", (unsigned long long)c->id,
 			  strerror(-res));
-		echo_abort(s, c);
+		echo_abort(w, c);
 	}
-	conn_settle(s, c);
+	conn_settle(w, c);
 }
 
-void echo_on_send(struct server *s, const struct io_uring_cqe *cqe)
+void echo_on_send(struct worker *w, const struct io_uring_cqe *cqe)
 {
-	struct conn *c = conn_of(s, cqe);
+	struct conn *c = conn_of(w, cqe);
 	int res = cqe->res;
 
 	if (!c)
@@ -311,50 +314,50 @@ void echo_on_send(struct server *s, const struct io_uring_cqe *cqe)
 		if (res < 0 && res != -ECANCELED)
 			log_debug("connection %llu: send: %s", (unsigned long long)c->id,
 				  strerror(-res));
-		conn_release_send(s, c);
-		echo_abort(s, c);
+		conn_release_send(w, c);
+		echo_abort(w, c);
 	} else {
-		s->stats.bytes += res;
-		touch(s, c);
+		w->stats.bytes += res;
+		touch(w, c);
 		if (c->chain && c->chain->nsend) {
-			chain_consume(c->chain, &s->bufs, res);
+			chain_consume(c->chain, &w->bufs, res);
 			if (c->chain->nsend) {
-				s->stats.short_sends++;
-				submit_chain(s, c, c->chain->nsend);
+				w->stats.short_sends++;
+				submit_chain(w, c, c->chain->nsend);
 			} else {
-				send_next(s, c);
+				send_next(w, c);
 			}
 		} else if ((c->send_off += res) < c->send_len) {
-			s->stats.short_sends++; /* resume from where the kernel stopped */
-			submit_send(s, c);
+			w->stats.short_sends++; /* resume from where the kernel stopped */
+			submit_send(w, c);
 		} else {
-			conn_release_send(s, c);
-			send_next(s, c);
+			conn_release_send(w, c);
+			send_next(w, c);
 		}
-		track_sending(s, c, true);
+		track_sending(w, c, true);
 	}
-	conn_settle(s, c);
+	conn_settle(w, c);
 }
 
-static void maybe_recv(struct server *s, struct conn *c)
+static void maybe_recv(struct worker *w, struct conn *c)
 {
 	if (c->flags & (CONN_RECV_ARMED | CONN_READ_EOF | CONN_CLOSING | CONN_STARVED))
 		return;
 	/* Hysteresis: resume only once half the allowance has drained. A cut
 	 * connection discards what it reads, so it may always read. */
-	if (!(c->flags & CONN_NO_RECV) && conn_pending(c) > s->cfg.max_pending_bytes / 2)
+	if (!(c->flags & CONN_NO_RECV) && conn_pending(c) > w->cfg.max_pending_bytes / 2)
 		return;
-	submit_recv(s, c);
+	submit_recv(w, c);
 }
 
 /* Everything a connection does next follows from its flags; every handler
  * ends here, and only here (or at tear-down) is a connection freed. */
-static void conn_settle(struct server *s, struct conn *c)
+static void conn_settle(struct worker *w, struct conn *c)
 {
 	if (!(c->flags & CONN_CLOSING)) {
 		bool flushed = !(c->flags & CONN_SEND_ARMED) && conn_pending(c) == 0;
 
-		maybe_recv(s, c);
+		maybe_recv(w, c);
 		if (flushed && (c->flags & CONN_READ_EOF) &&
 		    !(c->flags & CONN_RECV_ARMED)) {
 			/* Everything the client sent is echoed and nothing is
@@ -370,11 +373,11 @@ static void conn_settle(struct server *s, struct conn *c)
 	}
 	if ((c->flags & CONN_CLOSING) &&
 	    !(c->flags & (CONN_RECV_ARMED | CONN_SEND_ARMED)))
-		conn_destroy(s, c);
+		conn_destroy(w, c);
 }
 
 /* Begin closing c at once; its caller settles it afterwards. */
-static void echo_abort(struct server *s, struct conn *c)
+static void echo_abort(struct worker *w, struct conn *c)
 {
 	if (c->flags & CONN_CLOSING)
 		return;
@@ -385,14 +388,14 @@ static void echo_abort(struct server *s, struct conn *c)
 	c->flags &= ~CONN_STARVED;
 	/* Without an SQE, shutting the socket down ends its recv and send. */
 	if ((c->flags & (CONN_RECV_ARMED | CONN_SEND_ARMED)) &&
-	    !submit_cancel(s, c, 0, IORING_ASYNC_CANCEL_FD | IORING_ASYNC_CANCEL_ALL))
+	    !submit_cancel(w, c, 0, IORING_ASYNC_CANCEL_FD | IORING_ASYNC_CANCEL_ALL))
 		shutdown(c->fd, SHUT_RDWR);
 }
 
-void echo_reset(struct server *s, struct conn *c)
+void echo_reset(struct worker *w, struct conn *c)
 {
-	echo_abort(s, c);
-	conn_settle(s, c);
+	echo_abort(w, c);
+	conn_settle(w, c);
 }
 
 bool echo_owes_nothing(const struct conn *c)
@@ -400,7 +403,7 @@ bool echo_owes_nothing(const struct conn *c)
 	return !(c->flags & CONN_SEND_ARMED) && conn_pending(c) == 0;
 }
 
-void echo_end_quietly(struct server *s, struct conn *c, enum conn_cut why)
+void echo_end_quietly(struct worker *w, struct conn *c, enum conn_cut why)
 {
 	if (c->flags & CONN_CLOSING)
 		return;
@@ -409,66 +412,66 @@ void echo_end_quietly(struct server *s, struct conn *c, enum conn_cut why)
 	if (!(c->flags & CONN_WR_SHUT))
 		shutdown(c->fd, SHUT_WR);
 	c->flags |= CONN_WR_SHUT | CONN_QUIET;
-	echo_abort(s, c);
+	echo_abort(w, c);
 	c->flags |= CONN_CLEAN;
-	conn_settle(s, c);
+	conn_settle(w, c);
 }
 
-void echo_cut(struct server *s, struct conn *c, enum conn_cut why)
+void echo_cut(struct worker *w, struct conn *c, enum conn_cut why)
 {
 	if (c->flags & (CONN_CLOSING | CONN_NO_RECV))
 		return;
 	c->cut = why;
 	c->flags |= CONN_NO_RECV;
-	conn_settle(s, c);
+	conn_settle(w, c);
 }
 
-void echo_retry_starved(struct server *s)
+void echo_retry_starved(struct worker *w)
 {
-	uint64_t back = s->bufs.recycled - s->recycled_at_batch;
+	uint64_t back = w->bufs.recycled - w->recycled_at_batch;
 
 	/* Each retried receive wants a buffer: wake as many connections as
 	 * buffers came back, oldest first. One that starves again rejoins
 	 * the list's tail. */
-	while (back-- && !list_empty(&s->starved)) {
-		struct conn *c = container_of(s->starved.next, struct conn, wait);
+	while (back-- && !list_empty(&w->starved)) {
+		struct conn *c = container_of(w->starved.next, struct conn, wait);
 		list_del(&c->wait);
 		c->flags &= ~CONN_STARVED;
-		s->stats.starved_retries++;
-		conn_settle(s, c);
+		w->stats.starved_retries++;
+		conn_settle(w, c);
 	}
 }
 
-static void expire_idle(struct server *s)
+static void expire_idle(struct worker *w)
 {
-	uint64_t idle = s->cfg.idle_timeout_ms;
+	uint64_t idle = w->cfg.idle_timeout_ms;
 
-	while (idle && !list_empty(&s->idle_lru)) {
-		struct conn *c = container_of(s->idle_lru.next, struct conn, lru);
+	while (idle && !list_empty(&w->idle_lru)) {
+		struct conn *c = container_of(w->idle_lru.next, struct conn, lru);
 
-		if (s->now_ms - c->last_active_ms < idle)
+		if (w->now_ms - c->last_active_ms < idle)
 			break;
 		if (!echo_owes_nothing(c)) {
 			/* Its echo waits for the client to read it (maybe
 			 * with the receive paused for backpressure): it is
 			 * the client's turn, and send_timeout_ms's. */
-			touch(s, c);
+			touch(w, c);
 			continue;
 		}
 		list_del(&c->lru);
 		if (c->flags & CONN_NO_RECV) {
 			/* Told to finish a whole timeout ago, its echo all
 			 * sent, and its client has still not closed. */
-			echo_end_quietly(s, c, CUT_IDLE);
+			echo_end_quietly(w, c, CUT_IDLE);
 			continue;
 		}
-		s->stats.idle_closed++;
+		w->stats.idle_closed++;
 		log_debug("connection %llu: idle for %llu ms; finishing it",
 			  (unsigned long long)c->id,
-			  (unsigned long long)(s->now_ms - c->last_active_ms));
-		c->last_active_ms = s->now_ms;
-		list_add_tail(&s->idle_lru, &c->lru);
-		echo_cut(s, c, CUT_IDLE);
+			  (unsigned long long)(w->now_ms - c->last_active_ms));
+		c->last_active_ms = w->now_ms;
+		list_add_tail(&w->idle_lru, &c->lru);
+		echo_cut(w, c, CUT_IDLE);
 	}
 }
 
@@ -485,14 +488,14 @@ static uint32_t send_queue_bytes(const struct conn *c)
  * of a big buffer takes long to do: so halfway through the timeout the
  * kernel's queue is sampled, and a queue that shrank since counts as
  * progress. */
-static void expire_stalled(struct server *s)
+static void expire_stalled(struct worker *w)
 {
-	uint64_t limit = s->cfg.send_timeout_ms;
-	struct list *pos = s->sending.next;
+	uint64_t limit = w->cfg.send_timeout_ms;
+	struct list *pos = w->sending.next;
 
-	while (limit && pos != &s->sending) {
+	while (limit && pos != &w->sending) {
 		struct conn *c = container_of(pos, struct conn, sending);
-		uint64_t age = s->now_ms - c->send_since_ms;
+		uint64_t age = w->now_ms - c->send_since_ms;
 
 		pos = pos->next;
 		if (age < limit / 2)
@@ -501,74 +504,71 @@ static void expire_stalled(struct server *s)
 			c->outq_sample = send_queue_bytes(c);
 			c->flags |= CONN_OUTQ_SAMPLED;
 		} else if (age >= limit && send_queue_bytes(c) < c->outq_sample) {
-			track_sending(s, c, true); /* the client did read */
+			track_sending(w, c, true); /* the client did read */
 		} else if (age >= limit) {
 			list_del(&c->sending);
-			s->stats.send_timeouts++;
+			w->stats.send_timeouts++;
 			log_debug(
 			    "connection %llu: its echo made no progress for %llu ms; "
 			    "resetting it",
 			    (unsigned long long)c->id, (unsigned long long)age);
-			echo_reset(s, c);
+			echo_reset(w, c);
 		}
 	}
 }
 
 /* Refused clients that have not closed after their EOF. */
-static void expire_refused(struct server *s)
+static void expire_refused(struct worker *w)
 {
-	while (!list_empty(&s->lingering)) {
-		struct conn *c = container_of(s->lingering.next, struct conn, lru);
+	while (!list_empty(&w->lingering)) {
+		struct conn *c = container_of(w->lingering.next, struct conn, lru);
 
-		if (s->now_ms - c->last_active_ms < REFUSE_LINGER_MS)
+		if (w->now_ms - c->last_active_ms < REFUSE_LINGER_MS)
 			break;
 		list_del(&c->lru);
-		echo_end_quietly(s, c, CUT_NONE);
+		echo_end_quietly(w, c, CUT_NONE);
 	}
 }
 
-void echo_tick(struct server *s)
+void echo_tick(struct worker *w)
 {
-	expire_idle(s);
-	expire_stalled(s);
-	expire_refused(s);
+	expire_idle(w);
+	expire_stalled(w);
+	expire_refused(w);
 	/* A safety net: a starved receive whose buffers came back while
 	 * nothing else ran would otherwise wait for the next recycle. */
-	s->recycled_at_batch = s->bufs.recycled - 1;
-	echo_retry_starved(s);
-	s->recycled_at_batch = s->bufs.recycled;
+	w->recycled_at_batch = w->bufs.recycled - 1;
+	echo_retry_starved(w);
+	w->recycled_at_batch = w->bufs.recycled;
 }
 
-void echo_serve(struct server *s, int fd, const struct peer_key *peer,
+void echo_serve(struct worker *w, int fd, const struct peer_key *peer,
 		const struct sockaddr_storage *ss)
 {
-	struct conn *c = conn_alloc(s, fd);
+	struct conn *c = conn_alloc(w, fd);
 
-	if (!c || (peer->valid && peer_add(&s->peers, peer) < 0)) {
-		if (c) {
-			conn_table_remove(&s->conns, c->id);
-			free(c);
-		}
+	if (!c) {
+		limits_release(&w->srv->limits, peer);
 		log_warn("out of memory for a new connection; closing it");
 		close(fd);
 		return;
 	}
 	c->peer = *peer;
-	list_add_tail(&s->idle_lru, &c->lru);
-	s->nconns++;
-	s->stats.conns_total++;
+	list_add_tail(&w->idle_lru, &c->lru);
+	w->nconns++;
+	w->stats.conns_total++;
 	if (log_get_level() >= LOG_DEBUG) {
 		char name[CONFIG_ADDR_TEXT];
 		sockaddr_text(ss, name, sizeof(name));
 		log_debug("connection %llu from %s: accepted", (unsigned long long)c->id,
 			  name);
 	}
-	conn_settle(s, c);
+	conn_settle(w, c);
 }
 
-void echo_refuse(struct server *s, int fd)
+void echo_refuse(struct worker *w, int fd)
 {
-	struct conn *c = s->nrefused < REFUSE_LINGER_MAX ? conn_alloc(s, fd) : NULL;
+	struct conn *c = w->nrefused < REFUSE_LINGER_MAX ? conn_alloc(w, fd) : NULL;
 
 	shutdown(fd, SHUT_WR); /* the EOF, at once */
 	if (!c) {
@@ -580,7 +580,7 @@ void echo_refuse(struct server *s, int fd)
 	}
 	/* Read and discard until its EOF, as a cut connection does. */
 	c->flags |= CONN_REFUSED | CONN_NO_RECV | CONN_WR_SHUT;
-	list_add_tail(&s->lingering, &c->lru);
-	s->nrefused++;
-	conn_settle(s, c);
+	list_add_tail(&w->lingering, &c->lru);
+	w->nrefused++;
+	conn_settle(w, c);
 }

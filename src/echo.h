@@ -10,7 +10,7 @@
 #include <stdbool.h>
 #include <sys/socket.h>
 
-struct server;
+struct worker;
 struct peer_key;
 
 /* How long a refused client may take to close after its EOF before the
@@ -19,28 +19,28 @@ struct peer_key;
 #define REFUSE_LINGER_MAX 256
 
 /* Serve a new client on fd (peer: its address, for the per-IP count). */
-void echo_serve(struct server *s, int fd, const struct peer_key *peer,
+void echo_serve(struct worker *w, int fd, const struct peer_key *peer,
 		const struct sockaddr_storage *ss);
 /* A client refused by a limit: a clean EOF at once, even if it already
  * sent something; its input is read and dropped until it closes. */
-void echo_refuse(struct server *s, int fd);
-void echo_on_recv(struct server *s, const struct io_uring_cqe *cqe);
-void echo_on_send(struct server *s, const struct io_uring_cqe *cqe);
+void echo_refuse(struct worker *w, int fd);
+void echo_on_recv(struct worker *w, const struct io_uring_cqe *cqe);
+void echo_on_send(struct worker *w, const struct io_uring_cqe *cqe);
 /* Re-arm connections whose recv found the buffer ring empty, one for each
  * buffer that came back in this batch. Call after each batch. */
-void echo_retry_starved(struct server *s);
+void echo_retry_starved(struct worker *w);
 /* Start the sends the batch of completions just handled made due. */
-void echo_start_sends(struct server *s);
+void echo_start_sends(struct worker *w);
 /* Timeouts: idle_timeout_ms, send_timeout_ms, refused clients. */
-void echo_tick(struct server *s);
+void echo_tick(struct worker *w);
 /* Nothing received is waiting to be echoed and no send is in flight. */
 bool echo_owes_nothing(const struct conn *c);
 /* Receive no more from c; send what it already sent us, then a clean EOF,
  * and close at the client's EOF. */
-void echo_cut(struct server *s, struct conn *c, enum conn_cut why);
+void echo_cut(struct worker *w, struct conn *c, enum conn_cut why);
 /* For a connection that owes nothing: EOF and close now, without a reset. */
-void echo_end_quietly(struct server *s, struct conn *c, enum conn_cut why);
+void echo_end_quietly(struct worker *w, struct conn *c, enum conn_cut why);
 /* Close c now, cancelling whatever is in flight; c may be freed at once. */
-void echo_reset(struct server *s, struct conn *c);
+void echo_reset(struct worker *w, struct conn *c);
 
 #endif

@@ -1,6 +1,5 @@
 /* SPDX-License-Identifier: MIT */
 #include "reload.h"
-#include "accept.h"
 #include "server.h"
 
 #include <errno.h>
@@ -78,7 +77,7 @@ static unsigned reconcile_listeners(struct server *s, const struct config *next,
 	for (unsigned i = 0; i < s->listeners.n;) {
 		struct listener *l = &s->listeners.v[i];
 		if (!l->inherited && !listen_addr_in(&l->want, next))
-			accept_close_listener(s, l); /* moves the last one into slot i */
+			server_close_listener(s, l); /* moves the last one into slot i */
 		else
 			i++;
 	}
@@ -90,7 +89,7 @@ static unsigned reconcile_listeners(struct server *s, const struct config *next,
 			continue;
 		err = listeners_add(&s->listeners, &next->listen[i], next, &l);
 		if (err == 0) {
-			accept_arm(s, l);
+			server_add_listener(s, l);
 			continue;
 		}
 		listener_explain(why, sizeof(why), &next->listen[i], err);
@@ -126,6 +125,7 @@ void reload_apply(struct server *s)
 		else if (!listen_same(&next, &s->cfg))
 			reload_check_systemd_listen(s, &next);
 		s->cfg = next;
+		server_share_config(s);
 		listeners_apply(&s->listeners, &s->cfg);
 		if (failed) {
 			log_warn(

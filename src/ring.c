@@ -10,6 +10,9 @@
 
 /* Linux 6.12: io_uring_getevents_arg.min_wait_usec (liburing 2.3 calls the
  * field "pad" and has no helper for it). */
+/* Longest a synchronous cancel waits for the request's end. */
+#define RING_CANCEL_WAIT_MS 1000
+
 #ifndef IORING_FEAT_MIN_TIMEOUT
 #define IORING_FEAT_MIN_TIMEOUT (1U << 15)
 #endif
@@ -263,7 +266,7 @@ static uint64_t monotonic_ms(void)
 	return (uint64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-int ring_await_final(struct ring *r, uint64_t user_data, unsigned timeout_ms)
+static int await_final(struct ring *r, uint64_t user_data, unsigned timeout_ms)
 {
 	uint64_t deadline = monotonic_ms() + timeout_ms;
 	struct __kernel_timespec tick = {.tv_sec = 0, .tv_nsec = 1000000};
@@ -283,6 +286,20 @@ int ring_await_final(struct ring *r, uint64_t user_data, unsigned timeout_ms)
 		io_uring_wait_cqes(&r->uring, &cqe, io_uring_cq_ready(&r->uring) + 1,
 				   &tick, NULL);
 	}
+}
+
+int ring_cancel_sync(struct ring *r, uint64_t user_data)
+{
+	struct io_uring_sync_cancel_reg reg = {
+	    .addr = user_data,
+	    .timeout = {.tv_sec = -1, .tv_nsec = -1},
+	};
+
+	/* The request may still sit in the SQ, not yet seen by the kernel. */
+	if (io_uring_sq_ready(&r->uring))
+		io_uring_submit(&r->uring);
+	io_uring_register_sync_cancel(&r->uring, &reg);
+	return await_final(r, user_data, RING_CANCEL_WAIT_MS);
 }
 
 unsigned ring_dispatch(struct ring *r, ring_cqe_fn fn, void *ctx)

@@ -42,11 +42,12 @@ struct io_uring_sqe *ring_get_sqe(struct ring *r);
  * time limit. 0, or -errno for a real failure. */
 int ring_wait(struct ring *r, unsigned wait_nr, unsigned min_wait_us);
 
-/* Wait until the completion that ends the request user_data (one without
- * IORING_CQE_F_MORE) is in the completion queue, running deferred task work
- * so that a cancelled request really finishes and lets go of its file. The
- * completion stays queued for the loop. 0, or -ETIME after timeout_ms. */
-int ring_await_final(struct ring *r, uint64_t user_data, unsigned timeout_ms);
+/* Cancel the request user_data and wait until it has really ended: its last
+ * completion is in the queue (left there for the loop) and it has let go of
+ * its file, so that closing the fd closes the socket. Under DEFER_TASKRUN a
+ * cancelled request finishes only when its task enters the ring again; this
+ * runs that work at once. 0, or -ETIME if it did not end in a second. */
+int ring_cancel_sync(struct ring *r, uint64_t user_data);
 
 /* Hand every completion present to fn, then mark them seen. Returns how many. */
 unsigned ring_dispatch(struct ring *r, ring_cqe_fn fn, void *ctx);

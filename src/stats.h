@@ -28,4 +28,16 @@ struct stats {
 	uint64_t closed_reset;	    /* reset, by either side, or an error */
 };
 
+/* to += from, counter by counter (they are all uint64_t). */
+static inline void stats_add(struct stats *to, const struct stats *from)
+{
+	uint64_t *t = (uint64_t *)to;
+	const uint64_t *f = (const uint64_t *)from;
+
+	for (size_t i = 0; i < sizeof(*to) / sizeof(uint64_t); i++)
+		t[i] += f[i];
+}
+
+_Static_assert(sizeof(struct stats) % sizeof(uint64_t) == 0, "stats: only uint64_t");
+
 #endif

@@ -38,11 +38,13 @@ class SendTimeoutTest(CheckedTestCase):
     def test_client_that_never_reads_is_reset(self):
         d = self.start({"send_timeout_ms": 600, "max_pending_bytes": 64 * KiB,
                         "idle_timeout_ms": 0})
+        base = d.fd_count()
+        other = self.client(d)
+        self.assertEqual(harness.echo_roundtrip(other, b"x"), b"x")
         stuck = self.client(d)
         fill_until_paused(stuck)
-        other = self.client(d)
         t0 = time.monotonic()
-        d.wait_fd_count(d.fd_count() - 1, timeout=30)  # the stuck one is gone
+        d.wait_fd_count(base + 1, timeout=30)  # the stuck one is gone
         self.assertGreaterEqual(time.monotonic() - t0, 0.3)
         self.assertTrue(is_reset(stuck), "a stalled client must be reset, not cut")
         self.assertEqual(d.stats()["send_timeouts"], 1)

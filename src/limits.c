@@ -1,0 +1,61 @@
+/* SPDX-License-Identifier: MIT */
+#include "limits.h"
+
+#include <errno.h>
+
+int limits_init(struct limits *l)
+{
+	atomic_init(&l->total, 0);
+	if (pthread_mutex_init(&l->lock, NULL) != 0)
+		return -ENOMEM;
+	if (peer_table_init(&l->peers) < 0) {
+		pthread_mutex_destroy(&l->lock);
+		return -ENOMEM;
+	}
+	return 0;
+}
+
+void limits_deinit(struct limits *l)
+{
+	peer_table_deinit(&l->peers);
+	pthread_mutex_destroy(&l->lock);
+}
+
+enum admit_verdict limits_admit(struct limits *l, const struct peer_key *peer,
+				unsigned max, unsigned per_ip)
+{
+	enum admit_verdict v = ADMIT_OK;
+
+	/* Taken first and given back if refused: two loops admitting at once
+	 * can never both take the last place. */
+	if (atomic_fetch_add(&l->total, 1) >= max) {
+		atomic_fetch_sub(&l->total, 1);
+		return ADMIT_OVER_MAX;
+	}
+	if (!peer->valid)
+		return ADMIT_OK;
+	pthread_mutex_lock(&l->lock);
+	if (per_ip && peer_count(&l->peers, peer) >= per_ip)
+		v = ADMIT_OVER_PER_IP;
+	else if (peer_add(&l->peers, peer) < 0)
+		v = ADMIT_NO_MEMORY;
+	pthread_mutex_unlock(&l->lock);
+	if (v != ADMIT_OK)
+		atomic_fetch_sub(&l->total, 1);
+	return v;
+}
+
+void limits_release(struct limits *l, const struct peer_key *peer)
+{
+	if (peer->valid) {
+		pthread_mutex_lock(&l->lock);
+		peer_remove(&l->peers, peer);
+		pthread_mutex_unlock(&l->lock);
+	}
+	atomic_fetch_sub(&l->total, 1);
+}
+
+unsigned limits_total(struct limits *l)
+{
+	return atomic_load(&l->total);
+}

@@ -1,0 +1,38 @@
+/* SPDX-License-Identifier: MIT */
+/* The connection limits every loop shares: how many connections are served
+ * in all, and how many from each client address. Touched on accept and on
+ * close only, never per message; a lock guards the per-address table. */
+#ifndef RINGECHO_LIMITS_H
+#define RINGECHO_LIMITS_H
+
+#include "peer.h"
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+
+struct limits {
+	atomic_uint total; /* connections served now, every loop together */
+	pthread_mutex_t lock;
+	struct peer_table peers; /* under lock */
+};
+
+enum admit_verdict {
+	ADMIT_OK,
+	ADMIT_OVER_MAX,	   /* max_connections */
+	ADMIT_OVER_PER_IP, /* max_connections_per_ip */
+	ADMIT_NO_MEMORY,
+};
+
+int limits_init(struct limits *l);
+void limits_deinit(struct limits *l);
+/* Count one more connection from peer (an invalid key: address unknown)
+ * if the limits allow it (per_ip 0: no per-address limit). */
+enum admit_verdict limits_admit(struct limits *l, const struct peer_key *peer,
+				unsigned max, unsigned per_ip);
+/* A connection admitted from peer has closed. */
+void limits_release(struct limits *l, const struct peer_key *peer);
+/* Connections served now, all loops together. */
+unsigned limits_total(struct limits *l);
+
+#endif
