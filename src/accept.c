@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 #include "accept.h"
 #include "echo.h"
-#include "limits.h"
+#include "admission.h"
 #include "listener.h"
 #include "op.h"
 #include "server.h"
@@ -145,8 +145,8 @@ static void admit(struct worker *w, int fd)
 	}
 	if (getpeername(fd, (struct sockaddr *)&ss, &len) == 0)
 		peer_key_from(&peer, &ss);
-	switch (limits_admit(&w->srv->limits, &peer, cfg->max_connections,
-			     cfg->max_connections_per_ip)) {
+	switch (admission_take(&w->srv->admission, &peer, cfg->max_connections,
+			       cfg->max_connections_per_ip)) {
 	case ADMIT_OK:
 		echo_serve(w, fd, &peer, &ss);
 		break;

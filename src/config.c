@@ -40,7 +40,9 @@ struct key_spec {
 #define MAX_CONNECTIONS 4194304
 
 static const struct key_spec keys[] = {
-    {"listen", KEY_LISTEN, 0, 1, CONFIG_MAX_LISTEN, false},
+    {"listen", KEY_LISTEN, offsetof(struct config, listen), 1, CONFIG_MAX_LISTEN, false},
+    {"listen_udp", KEY_LISTEN, offsetof(struct config, listen_udp), 0, CONFIG_MAX_LISTEN,
+     false},
     UINT_KEY(backlog, 1, 65535, false),
     UINT_KEY(max_connections, 1, MAX_CONNECTIONS, false),
     UINT_KEY(max_connections_per_ip, 0, MAX_CONNECTIONS, false),
@@ -56,6 +58,10 @@ static const struct key_spec keys[] = {
     UINT_KEY(drain_idle_ms, 0, 3600000, false),
     UINT_KEY(sqpoll_idle_ms, 0, 60000, false),
     UINT_KEY(batch_wait_us, 0, 10000, false),
+    UINT_KEY(udp_min_source_port, 0, 65535, false),
+    UINT_KEY(udp_max_rate_per_ip, 0, 10000000, false),
+    UINT_KEY(udp_buffer_count, 8, MAX_RING_ENTRIES, true),
+    UINT_KEY(udp_max_datagram, 64, 65535, false),
 };
 
 #define NKEYS (sizeof(keys) / sizeof(keys[0]))
@@ -63,8 +69,8 @@ static const struct key_spec keys[] = {
 void config_defaults(struct config *cfg)
 {
 	memset(cfg, 0, sizeof(*cfg));
-	config_parse_addr("127.0.0.1:7777", &cfg->listen[0]);
-	cfg->nlisten = 1;
+	config_parse_addr("127.0.0.1:7777", &cfg->listen.v[0]);
+	cfg->listen.n = 1;
 	cfg->backlog = 4096;
 	cfg->max_connections = 16384;
 	cfg->max_connections_per_ip = 0;
@@ -80,6 +86,10 @@ void config_defaults(struct config *cfg)
 	cfg->drain_idle_ms = 1000;
 	cfg->sqpoll_idle_ms = 0;
 	cfg->batch_wait_us = 20;
+	cfg->udp_min_source_port = 1024;
+	cfg->udp_max_rate_per_ip = 1000;
+	cfg->udp_buffer_count = 128;
+	cfg->udp_max_datagram = 65535;
 }
 
 static int parse_port(const char *s, struct sockaddr_storage *ss)
@@ -354,17 +364,18 @@ static int set_listen(struct config *cfg, const struct key_spec *k,
 		      const config_setting_t *s, const struct conftext *ct,
 		      struct config_errors *errs)
 {
+	struct addr_list *list = (struct addr_list *)((char *)cfg + k->offset);
 	int n = config_setting_length(s);
 	int bad = 0, err;
 
 	if (!config_setting_is_list(s) && !config_setting_is_array(s)) {
-		add_error(errs, ct, s,
-			  "'listen' must be a list of \"HOST:PORT\" strings");
+		add_error(errs, ct, s, "'%s' must be a list of \"HOST:PORT\" strings",
+			  k->name);
 		return -EINVAL;
 	}
 	if (n < k->min || n > k->max) {
-		add_error(errs, ct, s, "'listen' has %d entries; it needs %lld..%lld", n,
-			  k->min, k->max);
+		add_error(errs, ct, s, "'%s' has %d entries; it needs %lld..%lld",
+			  k->name, n, k->min, k->max);
 		return -EINVAL;
 	}
 	for (int i = 0; i < n; i++) {
@@ -372,19 +383,20 @@ static int set_listen(struct config *cfg, const struct key_spec *k,
 		const char *text = config_setting_get_string(e);
 
 		if (!text) {
-			add_error(errs, ct, e, "'listen' entries must be strings");
+			add_error(errs, ct, e, "'%s' entries must be strings", k->name);
 			bad = -EINVAL;
-		} else if ((err = config_parse_addr(text, &cfg->listen[i])) < 0) {
-			add_error(errs, ct, e, "'listen': cannot parse address '%s' (%s)",
-				  text, config_addr_error(err));
+		} else if ((err = config_parse_addr(text, &list->v[i])) < 0) {
+			add_error(errs, ct, e, "'%s': cannot parse address '%s' (%s)",
+				  k->name, text, config_addr_error(err));
 			bad = -EINVAL;
-		} else if (listed_before(cfg->listen, i)) {
-			add_error(errs, ct, e, "'listen': '%s' is listed twice", text);
+		} else if (listed_before(list->v, i)) {
+			add_error(errs, ct, e, "'%s': '%s' is listed twice", k->name,
+				  text);
 			bad = -EINVAL;
 		}
 	}
-	cfg->nlisten = n;
-	cfg->listen_set = true;
+	list->n = n;
+	list->set = true;
 	return bad;
 }
 
@@ -482,11 +494,10 @@ int config_resolve(struct config *cfg, const struct config_cli *cli, bool at_sta
 	} else if (ret < 0) {
 		return ret;
 	}
-	if (cli->nlisten) {
-		memcpy(next.listen, cli->listen, sizeof(next.listen));
-		next.nlisten = cli->nlisten;
-		next.listen_set = true;
-	}
+	if (cli->listen.n)
+		next.listen = cli->listen;
+	if (cli->listen_udp.n)
+		next.listen_udp = cli->listen_udp;
 	if (cli->verbose)
 		next.log_level = LOG_DEBUG;
 	*cfg = next;

@@ -22,10 +22,16 @@ struct listen_addr {
 	char text[CONFIG_ADDR_TEXT]; /* as written, for messages */
 };
 
+/* Addresses to listen on, as configured. */
+struct addr_list {
+	struct listen_addr v[CONFIG_MAX_LISTEN];
+	unsigned n;
+	bool set; /* by the file or the command line, not the built-in default */
+};
+
 struct config {
-	struct listen_addr listen[CONFIG_MAX_LISTEN];
-	unsigned nlisten;
-	bool listen_set; /* by the file or -l, not the built-in default */
+	struct addr_list listen;     /* TCP */
+	struct addr_list listen_udp; /* UDP; none by default */
 	unsigned backlog;
 	unsigned max_connections;
 	unsigned max_connections_per_ip; /* 0: unlimited */
@@ -42,6 +48,10 @@ struct config {
 	unsigned drain_idle_ms;	 /* at shutdown, end clients silent that long; 0: never */
 	unsigned sqpoll_idle_ms; /* 0: no SQPOLL thread */
 	unsigned batch_wait_us;	 /* longest a completion waits for its batch; 0: none */
+	unsigned udp_min_source_port; /* datagrams from lower ports dropped; 0: off */
+	unsigned udp_max_rate_per_ip; /* replies a second to one address; 0: off */
+	unsigned udp_buffer_count;    /* UDP receive buffers (a power of two) */
+	unsigned udp_max_datagram;    /* bytes; a larger datagram is dropped */
 };
 
 struct config_errors {
@@ -53,10 +63,10 @@ struct config_errors {
 /* What the command line says about the configuration. */
 struct config_cli {
 	const char *path;
-	bool path_given; /* -c: then a missing file is an error */
-	struct listen_addr listen[CONFIG_MAX_LISTEN]; /* -l, replacing the file's */
-	unsigned nlisten;
-	bool verbose; /* -v */
+	bool path_given;	     /* -c: then a missing file is an error */
+	struct addr_list listen;     /* -l, replacing the file's */
+	struct addr_list listen_udp; /* -u, likewise */
+	bool verbose;		     /* -v */
 };
 
 /* Record one problem as "WHERE: message" (where may be NULL), cut to fit

@@ -2,7 +2,7 @@
 /* A connection's birth and death: the only place one is allocated and the
  * only place one is freed, whether it ends in the loop or at tear-down. */
 #include "conn.h"
-#include "limits.h"
+#include "admission.h"
 #include "server.h"
 #include "worker.h"
 
@@ -95,7 +95,7 @@ void conn_destroy(struct worker *w, struct conn *c)
 	if (c->flags & CONN_REFUSED) {
 		w->nrefused--;
 	} else {
-		limits_release(&w->srv->limits, &c->peer);
+		admission_release(&w->srv->admission, &c->peer);
 		w->nconns--;
 		count_close(w, c);
 	}

@@ -3,7 +3,7 @@
 #include "conn.h"
 #include "op.h"
 #include "outq.h"
-#include "limits.h"
+#include "admission.h"
 #include "listener.h"
 #include "server.h"
 #include "worker.h"
@@ -548,7 +548,7 @@ void echo_serve(struct worker *w, int fd, const struct peer_key *peer,
 	struct conn *c = conn_alloc(w, fd);
 
 	if (!c) {
-		limits_release(&w->srv->limits, peer);
+		admission_release(&w->srv->admission, peer);
 		log_warn("out of memory for a new connection; closing it");
 		close(fd);
 		return;

@@ -99,7 +99,7 @@ static void on_stop_signal(struct server *s, struct worker *w, const char *name)
 
 static void log_stats(struct server *s)
 {
-	char line[512];
+	char line[1024];
 
 	server_format_stats(s, line, sizeof(line));
 	log_info("stats: %s", line);

@@ -61,6 +61,59 @@ static struct listener *slot_new(struct listeners *ls, int fd)
 	return l;
 }
 
+/* Datagram sockets are asked for the address each datagram was sent to,
+ * so that the reply leaves from it (a wildcard socket on a host with several
+ * addresses). */
+static int want_pktinfo(int fd, int family)
+{
+	int one = 1;
+
+	if (family == AF_INET6)
+		return setsockopt(fd, IPPROTO_IPV6, IPV6_RECVPKTINFO, &one, sizeof(one));
+	return setsockopt(fd, IPPROTO_IP, IP_PKTINFO, &one, sizeof(one));
+}
+
+/* A systemd socket ringechod can serve: a listening TCP socket, or UDP. */
+static int systemd_kind(int fd, bool *dgram)
+{
+	if (sd_is_socket_inet(fd, AF_UNSPEC, SOCK_STREAM, 1, 0) > 0) {
+		*dgram = false;
+		return 0;
+	}
+	if (sd_is_socket_inet(fd, AF_UNSPEC, SOCK_DGRAM, -1, 0) > 0) {
+		*dgram = true;
+		return 0;
+	}
+	return -EINVAL;
+}
+
+static int adopt_systemd(struct listeners *ls, int fd, const char *name,
+			 const struct config *cfg)
+{
+	struct listener *l;
+	bool dgram;
+
+	if (systemd_kind(fd, &dgram) < 0 || ls->n == LISTENERS_MAX) {
+		log_error(
+		    "socket %d from systemd (%s) is neither a listening TCP socket nor "
+		    "a UDP socket, or more than %d were passed",
+		    fd, name, LISTENERS_MAX);
+		return -EINVAL;
+	}
+	fcntl(fd, F_SETFD, FD_CLOEXEC);
+	l = slot_new(ls, fd);
+	l->inherited = true;
+	l->dgram = dgram;
+	if (dgram && want_pktinfo(fd, l->bound.ss_family) < 0)
+		log_errno(LOG_WARNING, errno, "%s: cannot ask for datagrams' addresses",
+			  l->name);
+	if (!dgram)
+		set_nodelay(fd, cfg->tcp_nodelay);
+	log_notice("listening on %s%s (from systemd, %s)", dgram ? "udp " : "", l->name,
+		   name);
+	return 0;
+}
+
 int listeners_from_systemd(struct listeners *ls, const struct config *cfg)
 {
 	char **names = NULL;
@@ -73,23 +126,11 @@ int listeners_from_systemd(struct listeners *ls, const struct config *cfg)
 		return 0;
 	}
 	for (int i = 0; i < n; i++) {
-		int fd = SD_LISTEN_FDS_START + i;
-		if (sd_is_socket_inet(fd, AF_UNSPEC, SOCK_STREAM, 1, 0) <= 0 ||
-		    ls->n == CONFIG_MAX_LISTEN) {
-			log_error("socket %d from systemd (%s) is not a listening TCP "
-				  "socket, or "
-				  "more than %d were passed",
-				  fd, names && names[i] ? names[i] : "?",
-				  CONFIG_MAX_LISTEN);
+		if (adopt_systemd(ls, SD_LISTEN_FDS_START + i,
+				  names && names[i] ? names[i] : "unnamed", cfg) < 0) {
 			n = -EINVAL;
 			break;
 		}
-		fcntl(fd, F_SETFD, FD_CLOEXEC);
-		set_nodelay(fd, cfg->tcp_nodelay);
-		struct listener *l = slot_new(ls, fd);
-		l->inherited = true;
-		log_notice("listening on %s (from systemd, %s)", l->name,
-			   names && names[i] ? names[i] : "unnamed");
 	}
 	for (int i = 0; names && names[i]; i++)
 		free(names[i]);
@@ -98,46 +139,55 @@ int listeners_from_systemd(struct listeners *ls, const struct config *cfg)
 	return n;
 }
 
-static int open_socket(const struct listen_addr *a, const struct config *cfg)
+static int open_socket(const struct listen_addr *a, bool dgram, const struct config *cfg)
 {
-	int one = 1, fd, err;
+	int one = 1, fd, err = 0;
 
-	fd = socket(a->ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	fd =
+	    socket(a->ss.ss_family, (dgram ? SOCK_DGRAM : SOCK_STREAM) | SOCK_CLOEXEC, 0);
 	if (fd < 0)
 		return -errno;
-	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+	if (!dgram)
+		setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
 	/* So "[::]:7" and "0.0.0.0:7" can both be listed. */
 	if (a->ss.ss_family == AF_INET6)
 		setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
-	set_nodelay(fd, cfg->tcp_nodelay);
-	if (bind(fd, (const struct sockaddr *)&a->ss, a->len) < 0 ||
-	    listen(fd, cfg->backlog) < 0) {
+	if (dgram && want_pktinfo(fd, a->ss.ss_family) < 0)
 		err = errno;
+	if (!dgram)
+		set_nodelay(fd, cfg->tcp_nodelay);
+	if (!err && bind(fd, (const struct sockaddr *)&a->ss, a->len) < 0)
+		err = errno;
+	if (!err && !dgram && listen(fd, cfg->backlog) < 0)
+		err = errno;
+	if (err) {
 		close(fd);
 		return -err;
 	}
 	return fd;
 }
 
-int listeners_add(struct listeners *ls, const struct listen_addr *a,
+int listeners_add(struct listeners *ls, const struct listen_addr *a, bool dgram,
 		  const struct config *cfg, struct listener **out)
 {
 	struct listener *l;
 	int fd;
 
-	if (ls->n == CONFIG_MAX_LISTEN)
+	if (ls->n == LISTENERS_MAX)
 		return -EMFILE;
-	fd = open_socket(a, cfg);
+	fd = open_socket(a, dgram, cfg);
 	if (fd < 0)
 		return fd;
 	l = slot_new(ls, fd);
 	l->want = *a;
-	log_notice("listening on %s", l->name);
+	l->dgram = dgram;
+	log_notice("listening on %s%s", dgram ? "udp " : "", l->name);
 	*out = l;
 	return 0;
 }
 
-void listener_explain(char *buf, size_t len, const struct listen_addr *a, int err)
+void listener_explain(char *buf, size_t len, const struct listen_addr *a, bool dgram,
+		      int err)
 {
 	const char *hint = "";
 
@@ -150,30 +200,43 @@ void listener_explain(char *buf, size_t len, const struct listen_addr *a, int er
 		hint = " (no interface of this host has that address)";
 	else if (err == -EMFILE)
 		hint = " (too many listeners)";
-	snprintf(buf, len, "cannot listen on %s: %s%s", a->text,
+	snprintf(buf, len, "cannot listen on %s%s: %s%s", dgram ? "udp " : "", a->text,
 		 err == -EMFILE ? "at most 64 addresses" : strerror(-err), hint);
 }
 
-int listeners_open_config(struct listeners *ls, const struct config *cfg)
+static int open_list(struct listeners *ls, const struct addr_list *list, bool dgram,
+		     const struct config *cfg)
 {
-	char why[256];
 	struct listener *l;
+	char why[256];
 
-	for (unsigned i = 0; i < cfg->nlisten; i++) {
-		int err = listeners_add(ls, &cfg->listen[i], cfg, &l);
+	for (unsigned i = 0; i < list->n; i++) {
+		int err = listeners_add(ls, &list->v[i], dgram, cfg, &l);
 		if (err < 0) {
-			listener_explain(why, sizeof(why), &cfg->listen[i], err);
+			listener_explain(why, sizeof(why), &list->v[i], dgram, err);
 			log_error("%s", why);
-			listeners_close_all(ls);
 			return err;
 		}
 	}
 	return 0;
 }
 
+int listeners_open_config(struct listeners *ls, const struct config *cfg)
+{
+	int err = open_list(ls, &cfg->listen, false, cfg);
+
+	if (!err)
+		err = open_list(ls, &cfg->listen_udp, true, cfg);
+	if (err)
+		listeners_close_all(ls);
+	return err;
+}
+
 void listeners_apply(struct listeners *ls, const struct config *cfg)
 {
 	for (unsigned i = 0; i < ls->n; i++) {
+		if (ls->v[i].dgram)
+			continue;
 		set_nodelay(ls->v[i].fd, cfg->tcp_nodelay);
 		/* listen() again only updates the backlog; systemd owns its own. */
 		if (!ls->v[i].inherited && listen(ls->v[i].fd, cfg->backlog) < 0)
@@ -200,36 +263,47 @@ bool listen_addr_equal(const struct listen_addr *a, const struct listen_addr *b)
 	return a->len && a->len == b->len && memcmp(&a->ss, &b->ss, a->len) == 0;
 }
 
-bool listeners_have(const struct listeners *ls, const struct listen_addr *a)
+bool listeners_have(const struct listeners *ls, const struct listen_addr *a, bool dgram)
 {
 	for (unsigned i = 0; i < ls->n; i++)
-		if (listen_addr_equal(&ls->v[i].want, a))
+		if (ls->v[i].dgram == dgram && listen_addr_equal(&ls->v[i].want, a))
 			return true;
 	return false;
 }
 
-bool listeners_bound_to(const struct listeners *ls, const struct listen_addr *a)
+bool listeners_bound_to(const struct listeners *ls, const struct listen_addr *a,
+			bool dgram)
 {
 	for (unsigned i = 0; i < ls->n; i++)
-		if (memcmp(&ls->v[i].bound, &a->ss, a->len) == 0)
+		if (ls->v[i].dgram == dgram &&
+		    memcmp(&ls->v[i].bound, &a->ss, a->len) == 0)
 			return true;
 	return false;
 }
 
-bool listen_same(const struct config *a, const struct config *b)
+unsigned listeners_count(const struct listeners *ls, bool dgram)
 {
-	if (a->nlisten != b->nlisten)
+	unsigned n = 0;
+
+	for (unsigned i = 0; i < ls->n; i++)
+		n += ls->v[i].dgram == dgram;
+	return n;
+}
+
+bool addr_list_same(const struct addr_list *a, const struct addr_list *b)
+{
+	if (a->n != b->n)
 		return false;
-	for (unsigned i = 0; i < a->nlisten; i++)
-		if (!listen_addr_in(&a->listen[i], b))
+	for (unsigned i = 0; i < a->n; i++)
+		if (!listen_addr_in(&a->v[i], b))
 			return false;
 	return true;
 }
 
-bool listen_addr_in(const struct listen_addr *a, const struct config *cfg)
+bool listen_addr_in(const struct listen_addr *a, const struct addr_list *list)
 {
-	for (unsigned i = 0; i < cfg->nlisten; i++)
-		if (listen_addr_equal(a, &cfg->listen[i]))
+	for (unsigned i = 0; i < list->n; i++)
+		if (listen_addr_equal(a, &list->v[i]))
 			return true;
 	return false;
 }

@@ -21,10 +21,13 @@ static void usage(FILE *out)
 {
 	fprintf(out,
 		"Usage: ringechod [OPTION]...\n"
-		"TCP echo server (RFC 862) on io_uring.\n\n"
+		"TCP and UDP echo server (RFC 862) on io_uring.\n\n"
 		"  -c, --config FILE       configuration file (default %s)\n"
 		"  -l, --listen HOST:PORT  listen here instead of the file's 'listen';\n"
 		"                          repeatable; A.B.C.D:PORT or [V6]:PORT\n"
+		"  -u, --listen-udp HOST:PORT\n"
+		"                          answer UDP here instead of the file's\n"
+		"                          'listen_udp'; repeatable\n"
 		"  -t, --test-config       check the configuration and exit\n"
 		"  -v, --verbose           log at debug level\n"
 		"  -V, --version           print the version and exit\n"
@@ -34,19 +37,32 @@ static void usage(FILE *out)
 		CONFIG_DEFAULT_PATH);
 }
 
+#define TRY_HELP "Try 'ringechod --help'.\n"
+
 static int usage_error(const char *what, const char *arg)
 {
-	fprintf(stderr, "ringechod: %s%s\nTry 'ringechod --help'.\n", what, arg);
+	fprintf(stderr, "ringechod: %s%s\n%s", what, arg, TRY_HELP);
 	return EXIT_USAGE;
 }
 
-static int usage_error2(const char *opt, const char *arg, const char *why)
+/* -l or -u ADDRESS: -1 to go on, else an exit status. */
+static int add_cli_addr(struct addr_list *list, int opt, const char *arg)
 {
-	fprintf(
-	    stderr,
-	    "ringechod: %s: cannot parse address '%s' (%s)\nTry 'ringechod --help'.\n",
-	    opt, arg, why);
-	return EXIT_USAGE;
+	int err;
+
+	if (list->n == CONFIG_MAX_LISTEN) {
+		fprintf(stderr, "ringechod: too many -%c options (at most %d)\n%s", opt,
+			CONFIG_MAX_LISTEN, TRY_HELP);
+		return EXIT_USAGE;
+	}
+	if ((err = config_parse_addr(arg, &list->v[list->n])) < 0) {
+		fprintf(stderr, "ringechod: -%c: cannot parse address '%s' (%s)\n%s", opt,
+			arg, config_addr_error(err), TRY_HELP);
+		return EXIT_USAGE;
+	}
+	list->n++;
+	list->set = true;
+	return -1;
 }
 
 /* Parse argv into opts. -1 to go on, else an exit status. */
@@ -55,6 +71,7 @@ static int parse_args(int argc, char **argv, struct config_cli *o, bool *test_on
 	static const struct option longopts[] = {
 	    {"config", required_argument, NULL, 'c'},
 	    {"listen", required_argument, NULL, 'l'},
+	    {"listen-udp", required_argument, NULL, 'u'},
 	    {"test-config", no_argument, NULL, 't'},
 	    {"verbose", no_argument, NULL, 'v'},
 	    {"version", no_argument, NULL, 'V'},
@@ -64,19 +81,18 @@ static int parse_args(int argc, char **argv, struct config_cli *o, bool *test_on
 	int ch, err;
 
 	opterr = 0;
-	while ((ch = getopt_long(argc, argv, ":c:l:tvVh", longopts, NULL)) != -1) {
+	while ((ch = getopt_long(argc, argv, ":c:l:u:tvVh", longopts, NULL)) != -1) {
 		switch (ch) {
 		case 'c':
 			o->path = optarg;
 			o->path_given = true;
 			break;
 		case 'l':
-			if (o->nlisten == CONFIG_MAX_LISTEN)
-				return usage_error("too many -l options (at most 64)",
-						   "");
-			if ((err = config_parse_addr(optarg, &o->listen[o->nlisten++])) <
-			    0)
-				return usage_error2("-l", optarg, config_addr_error(err));
+		case 'u':
+			err = add_cli_addr(ch == 'l' ? &o->listen : &o->listen_udp, ch,
+					   optarg);
+			if (err >= 0)
+				return err;
 			break;
 		case 't':
 			*test_only = true;

@@ -24,6 +24,8 @@ enum op_type {
 	OP_CANCEL,   /* id: whatever was cancelled; result only logged */
 	OP_SIGNAL,   /* signalfd poll; id unused */
 	OP_TIMER,    /* the loop's one timer; id: timer generation */
+	OP_UDP_RECV, /* multishot recvmsg on a UDP socket; id: listener id */
+	OP_UDP_SEND, /* a datagram's reply; id: the buffer it is sent from */
 	OP_TYPE_MAX
 };
 

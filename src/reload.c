@@ -17,6 +17,8 @@ static void keep_restart_only(struct config *next, const struct config *cur)
 	    {"buffer_size", offsetof(struct config, buffer_size)},
 	    {"buffer_count", offsetof(struct config, buffer_count)},
 	    {"sqpoll_idle_ms", offsetof(struct config, sqpoll_idle_ms)},
+	    {"udp_buffer_count", offsetof(struct config, udp_buffer_count)},
+	    {"udp_max_datagram", offsetof(struct config, udp_max_datagram)},
 	};
 
 	for (size_t i = 0; i < sizeof(fixed) / sizeof(fixed[0]); i++) {
@@ -42,27 +44,64 @@ static void join_addrs(char *buf, size_t len, const char *const *names, unsigned
 		o += snprintf(buf + o, len - o, "%s%s", i ? ", " : "", names[i]);
 }
 
-void reload_check_systemd_listen(const struct server *s, const struct config *cfg)
+/* One kind of address: warn when the configuration asks for other
+ * addresses than the systemd sockets of that kind. */
+static void check_kind(const struct server *s, const struct addr_list *list, bool dgram,
+		       const char *key)
 {
-	const char *want[CONFIG_MAX_LISTEN], *have[CONFIG_MAX_LISTEN];
+	const char *want[CONFIG_MAX_LISTEN] = {0}, *have[LISTENERS_MAX] = {0};
+	unsigned nhave = 0;
 	char a[512], b[512];
-	bool same = cfg->nlisten == s->listeners.n;
+	bool same = list->n == listeners_count(&s->listeners, dgram);
 
-	if (!cfg->listen_set)
+	if (!list->set)
 		return; /* nothing was asked for: systemd decides */
-	for (unsigned i = 0; i < cfg->nlisten; i++) {
-		want[i] = cfg->listen[i].text;
-		same = same && listeners_bound_to(&s->listeners, &cfg->listen[i]);
+	for (unsigned i = 0; i < list->n; i++) {
+		want[i] = list->v[i].text;
+		same = same && listeners_bound_to(&s->listeners, &list->v[i], dgram);
 	}
-	for (unsigned i = 0; i < s->listeners.n; i++)
-		have[i] = s->listeners.v[i].name;
 	if (same)
 		return;
-	join_addrs(a, sizeof(a), want, cfg->nlisten);
-	join_addrs(b, sizeof(b), have, s->listeners.n);
-	log_warn("'listen' (%s) is not what systemd passed (%s): serving systemd's "
-		 "sockets; change ringechod.socket to change the addresses",
-		 a, b);
+	for (unsigned i = 0; i < s->listeners.n; i++)
+		if (s->listeners.v[i].dgram == dgram)
+			have[nhave++] = s->listeners.v[i].name;
+	join_addrs(a, sizeof(a), want, list->n);
+	join_addrs(b, sizeof(b), have, nhave);
+	log_warn("'%s' (%s) is not what systemd passed (%s): serving systemd's sockets; "
+		 "change ringechod.socket to change the addresses",
+		 key, list->n ? a : "none", nhave ? b : "none");
+}
+
+void reload_check_systemd_listen(const struct server *s, const struct config *cfg)
+{
+	check_kind(s, &cfg->listen, false, "listen");
+	check_kind(s, &cfg->listen_udp, true, "listen_udp");
+}
+
+/* Bind what next lists of one kind and is not open yet. */
+static unsigned open_new(struct server *s, const struct addr_list *list, bool dgram,
+			 const struct config *next, char *problem, size_t len,
+			 unsigned failed)
+{
+	char why[RELOAD_PROBLEM_LEN];
+
+	for (unsigned i = 0; i < list->n; i++) {
+		struct listener *l;
+		int err;
+
+		if (listeners_have(&s->listeners, &list->v[i], dgram))
+			continue;
+		err = listeners_add(&s->listeners, &list->v[i], dgram, next, &l);
+		if (err == 0 && (err = server_add_listener(s, l)) < 0)
+			server_close_listener(s, l); /* no UDP buffers: undo */
+		if (err == 0)
+			continue;
+		listener_explain(why, sizeof(why), &list->v[i], dgram, err);
+		log_warn("reload: %s", why);
+		if (failed++ == 0)
+			snprintf(problem, len, "%s", why);
+	}
+	return failed;
 }
 
 /* Open what is new, close what was removed, keep the rest (and their
@@ -71,33 +110,19 @@ void reload_check_systemd_listen(const struct server *s, const struct config *cf
 static unsigned reconcile_listeners(struct server *s, const struct config *next,
 				    char *problem, size_t len)
 {
-	unsigned failed = 0;
-	char why[RELOAD_PROBLEM_LEN];
+	unsigned failed;
 
 	for (unsigned i = 0; i < s->listeners.n;) {
 		struct listener *l = &s->listeners.v[i];
-		if (!l->inherited && !listen_addr_in(&l->want, next))
+		const struct addr_list *list =
+		    l->dgram ? &next->listen_udp : &next->listen;
+		if (!l->inherited && !listen_addr_in(&l->want, list))
 			server_close_listener(s, l); /* moves the last one into slot i */
 		else
 			i++;
 	}
-	for (unsigned i = 0; i < next->nlisten; i++) {
-		struct listener *l;
-		int err;
-
-		if (listeners_have(&s->listeners, &next->listen[i]))
-			continue;
-		err = listeners_add(&s->listeners, &next->listen[i], next, &l);
-		if (err == 0) {
-			server_add_listener(s, l);
-			continue;
-		}
-		listener_explain(why, sizeof(why), &next->listen[i], err);
-		log_warn("reload: %s", why);
-		if (failed++ == 0)
-			snprintf(problem, len, "%s", why);
-	}
-	return failed;
+	failed = open_new(s, &next->listen, false, next, problem, len, 0);
+	return open_new(s, &next->listen_udp, true, next, problem, len, failed);
 }
 
 void reload_apply(struct server *s)
@@ -122,7 +147,8 @@ void reload_apply(struct server *s)
 		if (!s->listeners.from_systemd)
 			failed = reconcile_listeners(s, &next, s->reload_problem,
 						     sizeof(s->reload_problem));
-		else if (!listen_same(&next, &s->cfg))
+		else if (!addr_list_same(&next.listen, &s->cfg.listen) ||
+			 !addr_list_same(&next.listen_udp, &s->cfg.listen_udp))
 			reload_check_systemd_listen(s, &next);
 		s->cfg = next;
 		server_share_config(s);

@@ -3,6 +3,7 @@
 #include "accept.h"
 #include "lifecycle.h"
 #include "reload.h"
+#include "udp.h"
 #include "worker.h"
 
 #include <errno.h>
@@ -50,51 +51,76 @@ void server_format_stats(const struct server *s, char *buf, size_t len)
 	uint64_t overflows = 0;
 	struct stats st;
 	unsigned n;
+	int o;
 
 	server_totals(s, &st, &n);
 	for (unsigned i = 0; i < s->nworkers; i++)
 		overflows += s->workers[i].ring.cq_overflows;
-	snprintf(buf, len,
-		 "connections=%u total=%llu bytes=%llu messages=%llu refused_max=%llu "
-		 "refused_per_ip=%llu idle_closed=%llu bufring_empty=%llu "
-		 "starved_retries=%llu short_sends=%llu chained_sends=%llu "
-		 "accept_paused=%llu send_timeouts=%llu cq_overflow=%llu",
-		 n, (unsigned long long)st.conns_total, (unsigned long long)st.bytes,
-		 (unsigned long long)st.messages, (unsigned long long)st.refused_max,
-		 (unsigned long long)st.refused_per_ip,
-		 (unsigned long long)st.idle_closed, (unsigned long long)st.bufring_empty,
-		 (unsigned long long)st.starved_retries,
-		 (unsigned long long)st.short_sends, (unsigned long long)st.chained_sends,
-		 (unsigned long long)st.accept_paused,
-		 (unsigned long long)st.send_timeouts, (unsigned long long)overflows);
+	o = snprintf(
+	    buf, len,
+	    "connections=%u total=%llu bytes=%llu messages=%llu refused_max=%llu "
+	    "refused_per_ip=%llu idle_closed=%llu bufring_empty=%llu "
+	    "starved_retries=%llu short_sends=%llu chained_sends=%llu "
+	    "accept_paused=%llu send_timeouts=%llu cq_overflow=%llu "
+	    "udp_datagrams=%llu udp_bytes=%llu",
+	    n, (unsigned long long)st.conns_total, (unsigned long long)st.bytes,
+	    (unsigned long long)st.messages, (unsigned long long)st.refused_max,
+	    (unsigned long long)st.refused_per_ip, (unsigned long long)st.idle_closed,
+	    (unsigned long long)st.bufring_empty, (unsigned long long)st.starved_retries,
+	    (unsigned long long)st.short_sends, (unsigned long long)st.chained_sends,
+	    (unsigned long long)st.accept_paused, (unsigned long long)st.send_timeouts,
+	    (unsigned long long)overflows, (unsigned long long)st.udp_datagrams,
+	    (unsigned long long)st.udp_bytes);
+	for (int i = 0; i < UDP_DROP_REASONS && o > 0 && (size_t)o < len; i++)
+		o += snprintf(buf + o, len - o, " udp_dropped_%s=%llu", udp_drop_name(i),
+			      (unsigned long long)st.udp_dropped[i]);
+}
+
+static uint64_t udp_dropped(const struct stats *st)
+{
+	uint64_t n = 0;
+
+	for (int i = 0; i < UDP_DROP_REASONS; i++)
+		n += st->udp_dropped[i];
+	return n;
 }
 
 void server_format_status(const struct server *s, char *buf, size_t len)
 {
 	struct stats st;
+	char udp[96] = "";
 	unsigned n;
 
 	server_totals(s, &st, &n);
-	snprintf(buf, len,
-		 "%u connection%s, %llu message%s, %llu byte%s echoed, %llu refused%s%s",
-		 n, plural_s(n), (unsigned long long)st.messages, plural_s(st.messages),
-		 (unsigned long long)st.bytes, plural_s(st.bytes),
-		 (unsigned long long)(st.refused_max + st.refused_per_ip),
-		 s->reload_problem[0] ? "; last reload incomplete: " : "",
-		 s->reload_problem);
+	if (listeners_count(&s->listeners, true))
+		snprintf(udp, sizeof(udp), ", %llu datagram%s echoed, %llu dropped",
+			 (unsigned long long)st.udp_datagrams, plural_s(st.udp_datagrams),
+			 (unsigned long long)udp_dropped(&st));
+	snprintf(
+	    buf, len,
+	    "%u connection%s, %llu message%s, %llu byte%s echoed, %llu refused%s%s%s", n,
+	    plural_s(n), (unsigned long long)st.messages, plural_s(st.messages),
+	    (unsigned long long)st.bytes, plural_s(st.bytes),
+	    (unsigned long long)(st.refused_max + st.refused_per_ip), udp,
+	    s->reload_problem[0] ? "; last reload incomplete: " : "", s->reload_problem);
 }
 
-void server_add_listener(struct server *s, struct listener *l)
+int server_add_listener(struct server *s, struct listener *l)
 {
+	if (l->dgram) /* one loop serves UDP: see README, "Scaling out" */
+		return udp_add_listener(&s->workers[0], l);
 	for (unsigned i = 0; i < s->nworkers; i++)
 		accept_add_listener(&s->workers[i], l);
+	return 0;
 }
 
 void server_close_listener(struct server *s, struct listener *l)
 {
-	for (unsigned i = 0; i < s->nworkers; i++)
+	if (l->dgram)
+		udp_remove_listener(&s->workers[0], l->id);
+	for (unsigned i = 0; !l->dgram && i < s->nworkers; i++)
 		accept_remove_listener(&s->workers[i], l->id);
-	log_notice("stopped listening on %s", l->name);
+	log_notice("stopped listening on %s%s", l->dgram ? "udp " : "", l->name);
 	listeners_remove(&s->listeners, l);
 }
 
@@ -117,7 +143,8 @@ static int setup_listeners(struct server *s)
 		return 1;
 	}
 	for (unsigned i = 0; i < s->listeners.n; i++)
-		server_add_listener(s, &s->listeners.v[i]);
+		if (server_add_listener(s, &s->listeners.v[i]) < 0)
+			return 1;
 	return 0;
 }
 
@@ -149,7 +176,7 @@ int server_init(struct server *s, const struct config *cfg, const struct config_
 	listeners_init(&s->listeners);
 	notify_init(&s->notify);
 	raise_fd_limit(cfg);
-	if (limits_init(&s->limits) < 0) {
+	if (admission_init(&s->admission) < 0) {
 		log_error("out of memory");
 		return 1;
 	}
@@ -191,5 +218,5 @@ void server_deinit(struct server *s)
 	free(s->workers);
 	s->workers = NULL;
 	lifecycle_deinit(s);
-	limits_deinit(&s->limits);
+	admission_deinit(&s->admission);
 }

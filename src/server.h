@@ -6,7 +6,7 @@
 #define RINGECHO_SERVER_H
 
 #include "config.h"
-#include "limits.h"
+#include "admission.h"
 #include "listener.h"
 #include "log.h"
 #include "notify.h"
@@ -31,7 +31,7 @@ struct server {
 	struct config cfg; /* in force; each loop holds a copy */
 	struct config_cli cli;
 	struct listeners listeners; /* every loop accepts on each */
-	struct limits limits;
+	struct admission admission;
 	struct notify notify;
 	enum server_state state;
 	int sigfd; /* lifecycle.c: polled on loop 0's ring */
@@ -50,8 +50,9 @@ int server_init(struct server *s, const struct config *cfg, const struct config_
 int server_run(struct server *s);
 void server_deinit(struct server *s);
 
-/* Start serving l in every loop. */
-void server_add_listener(struct server *s, struct listener *l);
+/* Start serving l: its accepts in every loop, or its datagrams in loop 0.
+ * 0, or -errno (logged) when UDP buffers cannot be had. */
+int server_add_listener(struct server *s, struct listener *l);
 /* Stop accepting on l in every loop, then close it. Synchronous: the
  * socket is gone from the kernel when this returns. */
 void server_close_listener(struct server *s, struct listener *l);

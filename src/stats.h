@@ -6,6 +6,18 @@
 #include <stddef.h>
 #include <stdint.h>
 
+/* Why a datagram got no reply. */
+enum udp_drop {
+	UDP_DROP_TRUNCATED, /* larger than udp_max_datagram */
+	UDP_DROP_LOW_PORT,  /* from a port below udp_min_source_port */
+	UDP_DROP_LOOP,	    /* from one of our own UDP ports */
+	UDP_DROP_BROADCAST, /* sent to a broadcast or multicast address */
+	UDP_DROP_RATE,	    /* over udp_max_rate_per_ip */
+	UDP_DROP_BUSY,	    /* its reply could not leave at once */
+	UDP_DROP_ERROR,	    /* its reply failed otherwise */
+	UDP_DROP_REASONS
+};
+
 struct stats {
 	uint64_t conns_total;	  /* accepted and served */
 	uint64_t bytes;		  /* echoed (sent back) */
@@ -26,6 +38,9 @@ struct stats {
 	uint64_t closed_drain_idle; /* idle at shutdown: ended at once */
 	uint64_t closed_cut;	    /* cut at the shutdown deadline, then closed */
 	uint64_t closed_reset;	    /* reset, by either side, or an error */
+	uint64_t udp_datagrams;	    /* echoed */
+	uint64_t udp_bytes;	    /* ... and their bytes */
+	uint64_t udp_dropped[UDP_DROP_REASONS];
 };
 
 /* to += from, counter by counter (they are all uint64_t). */

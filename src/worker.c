@@ -60,6 +60,7 @@ static void on_tick(struct worker *w)
 {
 	w->tick_armed = false;
 	echo_tick(w);
+	udp_tick(w);
 	accept_maybe_resume(w);
 	shutdown_tick(w);
 	if (w->index == 0)
@@ -85,6 +86,12 @@ static void dispatch(void *ctx, const struct io_uring_cqe *cqe)
 		break;
 	case OP_TIMER:
 		on_tick(w);
+		break;
+	case OP_UDP_RECV:
+		udp_on_recv(w, cqe);
+		break;
+	case OP_UDP_SEND:
+		udp_on_send(w, cqe);
 		break;
 	case OP_CANCEL:
 	case OP_NONE:
@@ -127,6 +134,7 @@ int worker_run(struct worker *w)
 		w->recvs_last = w->recvs_batch;
 		w->recvs_batch = 0;
 		echo_retry_starved(w);
+		udp_after_batch(w);
 		accept_maybe_resume(w);
 		shutdown_after_batch(w);
 		if (!w->tick_armed && w->state != WORKER_DONE)
@@ -207,6 +215,7 @@ int worker_init(struct worker *w, struct server *srv, unsigned index,
 	w->next_conn_id = 1;
 	w->now_ms = worker_clock_ms();
 	accept_init(&w->acc);
+	udp_init(&w->udp);
 	list_init(&w->idle_lru);
 	list_init(&w->starved);
 	list_init(&w->due);
@@ -225,6 +234,7 @@ void worker_deinit(struct worker *w)
 	 * stopped on an error, free what is left. */
 	worker_each_conn(w, conn_destroy);
 	accept_remove_all(w);
+	udp_deinit(w);
 	bufring_deinit(&w->bufs, &w->ring.uring);
 	ring_deinit(&w->ring);
 	conn_table_deinit(&w->conns);

@@ -12,6 +12,7 @@
 #include "list.h"
 #include "ring.h"
 #include "stats.h"
+#include "udp.h"
 
 #include <linux/time_types.h>
 #include <stdbool.h>
@@ -44,6 +45,7 @@ struct worker {
 	struct bufring bufs;
 	struct conn_table conns;
 	struct acceptor acc;
+	struct udp udp;	       /* UDP sockets are served by loop 0 alone */
 	struct list idle_lru;  /* connections by last activity, oldest first */
 	struct list starved;   /* connections waiting for receive buffers */
 	struct list due;       /* connections with a send to start (CONN_SEND_DUE) */

@@ -41,7 +41,7 @@ static void test_defaults_and_values(void)
 	struct config_errors errs;
 
 	config_defaults(&cfg);
-	CHECK(cfg.nlisten == 1 && strcmp(cfg.listen[0].text, "127.0.0.1:7777") == 0);
+	CHECK(cfg.listen.n == 1 && strcmp(cfg.listen.v[0].text, "127.0.0.1:7777") == 0);
 	CHECK(cfg.max_pending_bytes >= cfg.buffer_size);
 	CHECK(
 	    load_text("backlog = 7;\nmax_connections = 5000;\nbuffer_count = 64;\n"
@@ -50,8 +50,8 @@ static void test_defaults_and_values(void)
 		      &cfg, &errs) == 0);
 	CHECK(cfg.backlog == 7 && cfg.max_connections == 5000 && cfg.buffer_count == 64);
 	CHECK(!cfg.tcp_nodelay && cfg.log_level == LOG_DEBUG && cfg.idle_timeout_ms == 5);
-	CHECK(cfg.nlisten == 2 && cfg.listen[0].ss.ss_family == AF_INET6);
-	CHECK(ntohs(((struct sockaddr_in *)&cfg.listen[1].ss)->sin_port) == 9);
+	CHECK(cfg.listen.n == 2 && cfg.listen.v[0].ss.ss_family == AF_INET6);
+	CHECK(ntohs(((struct sockaddr_in *)&cfg.listen.v[1].ss)->sin_port) == 9);
 	CHECK(cfg.ring_entries == 1024); /* untouched keys keep defaults */
 }
 

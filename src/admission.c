@@ -1,9 +1,9 @@
 /* SPDX-License-Identifier: MIT */
-#include "limits.h"
+#include "admission.h"
 
 #include <errno.h>
 
-int limits_init(struct limits *l)
+int admission_init(struct admission *l)
 {
 	atomic_init(&l->total, 0);
 	if (pthread_mutex_init(&l->lock, NULL) != 0)
@@ -15,14 +15,14 @@ int limits_init(struct limits *l)
 	return 0;
 }
 
-void limits_deinit(struct limits *l)
+void admission_deinit(struct admission *l)
 {
 	peer_table_deinit(&l->peers);
 	pthread_mutex_destroy(&l->lock);
 }
 
-enum admit_verdict limits_admit(struct limits *l, const struct peer_key *peer,
-				unsigned max, unsigned per_ip)
+enum admit_verdict admission_take(struct admission *l, const struct peer_key *peer,
+				  unsigned max, unsigned per_ip)
 {
 	enum admit_verdict v = ADMIT_OK;
 
@@ -45,7 +45,7 @@ enum admit_verdict limits_admit(struct limits *l, const struct peer_key *peer,
 	return v;
 }
 
-void limits_release(struct limits *l, const struct peer_key *peer)
+void admission_release(struct admission *l, const struct peer_key *peer)
 {
 	if (peer->valid) {
 		pthread_mutex_lock(&l->lock);
@@ -55,7 +55,7 @@ void limits_release(struct limits *l, const struct peer_key *peer)
 	atomic_fetch_sub(&l->total, 1);
 }
 
-unsigned limits_total(struct limits *l)
+unsigned admission_total(struct admission *l)
 {
 	return atomic_load(&l->total);
 }

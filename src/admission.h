@@ -2,8 +2,8 @@
 /* The connection limits every loop shares: how many connections are served
  * in all, and how many from each client address. Touched on accept and on
  * close only, never per message; a lock guards the per-address table. */
-#ifndef RINGECHO_LIMITS_H
-#define RINGECHO_LIMITS_H
+#ifndef RINGECHO_ADMISSION_H
+#define RINGECHO_ADMISSION_H
 
 #include "peer.h"
 
@@ -11,7 +11,7 @@
 #include <stdatomic.h>
 #include <stdbool.h>
 
-struct limits {
+struct admission {
 	atomic_uint total; /* connections served now, every loop together */
 	pthread_mutex_t lock;
 	struct peer_table peers; /* under lock */
@@ -24,15 +24,15 @@ enum admit_verdict {
 	ADMIT_NO_MEMORY,
 };
 
-int limits_init(struct limits *l);
-void limits_deinit(struct limits *l);
+int admission_init(struct admission *l);
+void admission_deinit(struct admission *l);
 /* Count one more connection from peer (an invalid key: address unknown)
  * if the limits allow it (per_ip 0: no per-address limit). */
-enum admit_verdict limits_admit(struct limits *l, const struct peer_key *peer,
-				unsigned max, unsigned per_ip);
+enum admit_verdict admission_take(struct admission *l, const struct peer_key *peer,
+				  unsigned max, unsigned per_ip);
 /* A connection admitted from peer has closed. */
-void limits_release(struct limits *l, const struct peer_key *peer);
+void admission_release(struct admission *l, const struct peer_key *peer);
 /* Connections served now, all loops together. */
-unsigned limits_total(struct limits *l);
+unsigned admission_total(struct admission *l);
 
 #endif
