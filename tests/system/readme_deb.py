@@ -57,13 +57,18 @@ def install_section(src):
     return "\n".join(commands) + "\n", deb, explained
 
 
-def _ignore(top):
+def _ignore(top, cache):
     """What a fresh checkout would not have: git data, build trees, results."""
     def ignore(path, names):
+        path = os.path.abspath(path)
         skip = {n for n in names if n in ("__pycache__", ".git")}
-        if os.path.abspath(path) == top:
+        for n in names:
+            full = os.path.join(path, n)
+            if full == cache or os.path.exists(os.path.join(full, "CMakeCache.txt")):
+                skip.add(n)
+        if path == top:
             skip |= {n for n in names if n.startswith("build")}
-        if os.path.abspath(path) == os.path.join(top, "bench"):
+        if path == os.path.join(top, "bench"):
             skip |= {"results"} & set(names)
         return skip
     return ignore
@@ -95,7 +100,8 @@ def build(cache, log):
         fcntl.flock(lock, fcntl.LOCK_EX)
         staging = os.path.join(cache, "staging")
         shutil.rmtree(staging, ignore_errors=True)
-        shutil.copytree(src, staging, symlinks=True, ignore=_ignore(os.path.abspath(src)))
+        shutil.copytree(src, staging, symlinks=True,
+                        ignore=_ignore(os.path.abspath(src), os.path.abspath(cache)))
         key = _tree_hash(staging)
         tree = os.path.join(cache, key)
         done = os.path.join(tree, ".built")
