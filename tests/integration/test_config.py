@@ -268,10 +268,10 @@ class BrokenConfigTest(harness.CheckedTestCase):
         self.assertEqual(r.returncode, 0, r.stderr)
 
     def test_integer_beyond_32_bits_is_rejected(self):
-        """DAEMON BUG: libconfig 1.5 (Debian 12) reads a decimal or hex literal
-        without the L suffix as a 32-bit int and silently wraps it, so
-        `max_connections = 4294967297;` loads as 1 and `-t` calls the file
-        valid.  Any literal beyond 32 bits must be an out-of-range error."""
+        """libconfig 1.5 (Debian 12) reads a decimal or hex literal without
+        the L suffix as a 32-bit int and wraps it silently, so that
+        `max_connections = 4294967297;` would load as 1: every literal
+        beyond 32 bits is an out-of-range error."""
         cases = {
             "max_connections = 4294967297;\n": "4294967297",
             "max_pending_bytes = 4295229440;\n": "4295229440",
@@ -326,19 +326,19 @@ class BrokenConfigTest(harness.CheckedTestCase):
         self.assertEqual(harness.echo_roundtrip(s, b"inc"), b"inc")
 
     def test_out_of_range_message_names_the_value_written(self):
-        """DAEMON BUG (message): `backlog = 2147483648;` is reported as
-        "'backlog' = -2147483648 is out of range": the value printed is the
-        wrapped one, not the one in the file."""
+        """`backlog = 2147483648;` is out of range, and the message names the
+        value written in the file, not the one it wraps to in 32 bits."""
         path, r = self.check("backlog = 2147483648;\n")
         self.assertEqual(r.returncode, harness.EX_CONFIG, r.stderr)
         self.assertIn("2147483648", r.stderr.replace("-2147483648", ""),
                       "the message does not name the value written:\n" + r.stderr)
 
     def test_duplicate_listen_entry_is_not_valid_then_unstartable(self):
-        """DAEMON BUG: `listen = ["127.0.0.1:P", "127.0.0.1:P"]` passes -t
-        (exit 0) but the daemon then fails to start with exit 1 ("Address
-        already in use", against its own first socket).  Either the checker
-        rejects it (78) or the daemon starts with the entry once."""
+        """A file -t accepts is one the daemon starts on, even with an
+        address listed twice: either the checker rejects
+        `listen = ["127.0.0.1:P", "127.0.0.1:P"]` (78) or the daemon starts
+        and serves the address (not "Address already in use" against its
+        own first socket)."""
         port = harness.free_port()
         text = 'listen = ["127.0.0.1:%d", "127.0.0.1:%d"];\n' % (port, port)
         path, r = self.check(text)

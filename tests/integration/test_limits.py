@@ -137,12 +137,9 @@ class IdleTimeoutBusyClientTest(harness.CheckedTestCase):
     IDLE_MS = 400
 
     def test_slow_reader_gets_its_whole_echo(self):
-        """DAEMON BUG: echo.c echo_expire_idle resets a connection that was
-        cut for idleness one more timeout later if its echo is not flushed,
-        even while the client is steadily reading it.  The issue says an idle
-        connection "is closed after its pending echo is sent"; here the
-        client gets a clean EOF after only part of its echo (the send is
-        cancelled and the socket closed)."""
+        """A client that reads its echo slowly but steadily is not idle,
+        however many idle timeouts the reading takes: it gets every byte,
+        and then, after its half-close, a clean EOF, never a reset."""
         d = self.start({"idle_timeout_ms": self.IDLE_MS, "max_pending_bytes": 64 * MiB})
         s = self.slow_reader(d, rcvbuf=64 * KiB)
         data = random_bytes(10 * MiB, seed=11)
@@ -169,11 +166,9 @@ class IdleTimeoutBusyClientTest(harness.CheckedTestCase):
         self.stop_clean(d)
 
     def test_sender_paused_by_backpressure_is_not_idle(self):
-        """DAEMON BUG: echo.c echo_expire_idle counts only bytes the daemon
-        received.  A client whose receive the daemon itself paused
-        (max_pending_bytes) keeps sending but is not read, so after
-        idle_timeout_ms it is cut: the rest of its stream is discarded and it
-        gets a prefix and EOF although it never fell silent."""
+        """A client whose receive the daemon itself paused (max_pending_bytes)
+        is not idle while it keeps sending: left unread for three idle
+        timeouts, it still gets its whole stream back, nothing discarded."""
         d = self.start({"idle_timeout_ms": self.IDLE_MS, "max_pending_bytes": 64 * KiB})
         s = self.client(d)
         data = random_bytes(16 * MiB, seed=12)

@@ -112,13 +112,12 @@ class SendBatchTest(harness.CheckedTestCase):
 
     def test_sqpoll_more_due_sends_than_submission_queue_entries(self):
         """More SQEs in one turn of the loop than the submission queue holds,
-        under SQPOLL: ring_get_sqe makes room with io_uring_submit(), which
-        there only wakes the kernel's SQ thread, so it must also wait for
-        that thread to take entries.  It once did not: three tries in a row
-        found the queue full, and start_send, a resumed send or a re-armed
-        receive aborted its connection (the client lost its echo part-way).
-        Here 16 entries and 64 pipelining connections; at the default 1024,
-        a batch with data from about a thousand connections."""
+        under SQPOLL, where submitting only wakes the kernel's SQ thread: the
+        daemon waits for that thread to take entries, and no send, resumed
+        send or re-armed receive is dropped for want of one, so every
+        client gets all of its echo.  Here 16 entries and 64 pipelining
+        connections; at the default 1024, a batch with data from about a
+        thousand connections."""
         d = self.start(dict(POOL_FOR_BURSTS, sqpoll_idle_ms=20, ring_entries=16,
                             max_pending_bytes=256 * KiB))
         self.assertTrue(d.find_log(r"sqpoll"), d.log_text())
