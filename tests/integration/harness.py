@@ -54,6 +54,12 @@ POOL_FOR_STALLS = {"buffer_count": 64, "buffer_size": 1024, "max_pending_bytes":
 # backpressure (with the spill of a stalled chain) is frequent.
 POOL_FOR_BURSTS = {"buffer_count": 64, "buffer_size": 512, "max_pending_bytes": 16 * KiB}
 
+# What a service manager sets for one service.  Inherited from whatever runs
+# the tests, it would hand the test daemons sockets, or send their
+# notifications, that are not theirs.
+MANAGER_ENV = ("LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES", "NOTIFY_SOCKET",
+               "WATCHDOG_USEC", "WATCHDOG_PID", "JOURNAL_STREAM")
+
 
 def exiting_re(drained, cut):
     """The daemon's last line after a shutdown that drained and cut so many."""
@@ -188,6 +194,14 @@ def write_config(settings, path=None, directory=None):
 # Running the daemon
 
 
+def daemon_env(env=None):
+    """env (default: ours) without what a service manager set for us."""
+    env = dict(os.environ if env is None else env)
+    for k in MANAGER_ENV:
+        env.pop(k, None)
+    return env
+
+
 def journal_env(fd, env=None):
     """env (default: ours) with JOURNAL_STREAM naming fd, as systemd sets it
     when a service's stderr is the journal: the daemon then writes "<N>"
@@ -205,8 +219,7 @@ def run_daemon(args, timeout=START_TIMEOUT, wrapper=None, preexec_fn=None, journ
     carry "<N>" prefixes; False runs it as from a terminal or a script."""
     cmd = ([wrapper] if wrapper else []) + [binary()] + list(args)
     with tempfile.TemporaryFile() as err:
-        env = journal_env(err.fileno()) if journal else \
-            {k: v for k, v in os.environ.items() if k != "JOURNAL_STREAM"}
+        env = journal_env(err.fileno(), daemon_env()) if journal else daemon_env()
         try:
             p = subprocess.run(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                stderr=err, timeout=timeout, env=env,
@@ -233,26 +246,39 @@ def _child_setup(preexec_fn):
     return setup
 
 
+SANITIZER_ENV = ("ASAN_OPTIONS", "UBSAN_OPTIONS", "LSAN_OPTIONS")
+
+
 class Daemon:
-    """One running ringechod, its log drained into memory by a thread."""
+    """One running ringechod, its log drained into memory by a thread.
+
+    config: settings for its config file (listen defaults to host:port).
+    wrapper: a program (path, or argv list) that runs the daemon, such as
+    systemd-socket-activate: the daemon's own argv follows it.
+    extra_env: variables to set for the daemon (NOTIFY_SOCKET, WATCHDOG_USEC).
+    forward_env: for a wrapper that passes on only the variables it is told
+    to, its option that sets one for the daemon, NAME=VALUE
+    (systemd-socket-activate's "-E"): each variable the harness sets
+    (JOURNAL_STREAM, extra_env's, the sanitizer options) is given with it.
+    """
 
     def __init__(self, config=None, args=(), port=0, host="127.0.0.1",
                  preexec_fn=None, wrapper=None, conf_path=None, no_config=False,
-                 asan_options=None, journal=True, env=None):
+                 asan_options=None, journal=True, env=None, extra_env=None,
+                 forward_env=None):
         settings = {"listen": ["%s:%d" % (host, port)]}
         settings.update(config or {})
         self.settings = settings
         self.conf = write_config(settings, path=conf_path)
         conf_args = [] if no_config else ["-c", self.conf]
-        self.cmd = ([wrapper] if wrapper else []) + [binary()] + conf_args + list(args)
         self.lines = []
         self.stdout = []
         self.cond = threading.Condition()
         self.eof = False
         self.listeners = []  # (host, port) in log order
         self.returncode = None
-        env = dict(os.environ if env is None else env)
-        env.pop("JOURNAL_STREAM", None)
+        env = daemon_env(env)
+        env.update(extra_env or {})
         if asan_options:  # only read by a sanitizer build
             env["ASAN_OPTIONS"] = ":".join(filter(None, (env.get("ASAN_OPTIONS"),
                                                         asan_options)))
@@ -260,6 +286,17 @@ class Daemon:
         err_r, err_w = os.pipe()
         if journal:
             env = journal_env(err_w, env)
+        prefix = [wrapper] if isinstance(wrapper, str) else list(wrapper or ())
+        if forward_env:
+            names = ["JOURNAL_STREAM"] if journal else []
+            names += list(extra_env or ()) + [k for k in SANITIZER_ENV if k in env]
+            for name in dict.fromkeys(names):
+                prefix += [forward_env, "%s=%s" % (name, env[name])]
+            # JOURNAL_STREAM is the daemon's alone: a systemd tool that found
+            # its own stderr to be "the journal" would log to journald's
+            # socket, where there is one, instead of into the pipe.
+            env.pop("JOURNAL_STREAM", None)
+        self.cmd = prefix + [binary()] + conf_args + list(args)
         try:
             self.proc = subprocess.Popen(self.cmd, stdin=subprocess.DEVNULL,
                                          stdout=subprocess.PIPE, stderr=err_w,
