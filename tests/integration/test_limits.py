@@ -106,8 +106,10 @@ class IdleTimeoutTest(DaemonTestCase):
 
     def test_pending_echo_delivered_before_idle_close(self):
         d = self.start({"idle_timeout_ms": self.IDLE_MS, "max_pending_bytes": 32 * MiB})
-        slow = self.client(d)
+        # Made before connecting: a client silent for idle_timeout_ms while
+        # its data is made (a busy machine) would rightly be cut first.
         data = harness.random_bytes(8 * MiB, seed=8)
+        slow = self.client(d)
         slow.settimeout(120)
         slow.sendall(data)  # never reading: the echo queues up in the daemon
         harness.wait_received_by_daemon(slow)
@@ -141,8 +143,10 @@ class IdleTimeoutBusyClientTest(harness.CheckedTestCase):
         however many idle timeouts the reading takes: it gets every byte,
         and then, after its half-close, a clean EOF, never a reset."""
         d = self.start({"idle_timeout_ms": self.IDLE_MS, "max_pending_bytes": 64 * MiB})
-        s = self.slow_reader(d, rcvbuf=64 * KiB)
+        # Made before connecting: on a busy machine making it can take
+        # longer than the idle timeout, and a silent client is rightly cut.
         data = random_bytes(10 * MiB, seed=11)
+        s = self.slow_reader(d, rcvbuf=64 * KiB)
         sender = threading.Thread(target=s.sendall, args=(data,), daemon=True)
         sender.start()
         # Read at about 4 MiB/s: steady progress, but the whole echo takes
@@ -170,8 +174,8 @@ class IdleTimeoutBusyClientTest(harness.CheckedTestCase):
         is not idle while it keeps sending: left unread for three idle
         timeouts, it still gets its whole stream back, nothing discarded."""
         d = self.start({"idle_timeout_ms": self.IDLE_MS, "max_pending_bytes": 64 * KiB})
+        data = random_bytes(16 * MiB, seed=12)  # before connecting, as above
         s = self.client(d)
-        data = random_bytes(16 * MiB, seed=12)
         t, err = send_in_background(s, data)
         # The client is busy for three idle timeouts before it reads: the
         # daemon pauses its receive meanwhile, the client keeps sending.
