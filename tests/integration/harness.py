@@ -822,7 +822,7 @@ def random_bytes(n, seed):
 
 
 def varied_payloads(n, size, seed):
-    """n reproducible payloads of 1 to 2 * size bytes, no two alike in length."""
+    """n reproducible payloads of varied lengths, 1 to 2 * size bytes."""
     return [random_bytes(1 + (size + i * 7919) % (2 * size), seed=seed + i) for i in range(n)]
 
 
