@@ -35,8 +35,35 @@ START_TIMEOUT = 30.0
 STOP_TIMEOUT = 30.0
 IO_TIMEOUT = 60.0
 
+KiB = 1 << 10
+MiB = 1 << 20
+
 LISTEN_RE = re.compile(r"^<5>listening on (\[[0-9a-fA-F:.]+\]|[0-9.]+):(\d+)\s*$")
 READY_RE = re.compile(r"^<5>ready")
+SHUTTING_DOWN = r"^<5>shutting down"
+RELOADED = r"^<5>reloaded configuration"
+RELOAD_FAILED = r"^<4>reload failed; keeping the old configuration"
+
+# Small receive pools, so that held buffers ("chains") fill within one batch
+# and a few clients use up the hold budget (half the pool, 32 buffers).
+# For stalls: a stalled connection can hold a full chain (16 KiB) and a queue
+# behind it, and the budget is about two stalled connections' chains.
+POOL_FOR_STALLS = {"buffer_count": 64, "buffer_size": 1024, "max_pending_bytes": 64 * KiB}
+# For bursts: a burst fills several buffers per batch, chains form behind
+# sends made due in the batch, the budget runs out and copies take over, and
+# backpressure (with the spill of a stalled chain) is frequent.
+POOL_FOR_BURSTS = {"buffer_count": 64, "buffer_size": 512, "max_pending_bytes": 16 * KiB}
+
+# What a service manager sets for one service.  Inherited from whatever runs
+# the tests, it would hand the test daemons sockets, or send their
+# notifications, that are not theirs.
+MANAGER_ENV = ("LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES", "NOTIFY_SOCKET",
+               "WATCHDOG_USEC", "WATCHDOG_PID", "JOURNAL_STREAM")
+
+
+def exiting_re(drained, cut):
+    """The daemon's last line after a shutdown that drained and cut so many."""
+    return r"^<5>exiting: drained %d connections?, cut %d at the deadline$" % (drained, cut)
 
 
 def binary():
@@ -87,12 +114,46 @@ def raise_nofile_limit():
     return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
 
 
-def free_port(host="127.0.0.1"):
-    """A port that was free a moment ago (for configs that must name a port)."""
+def skip_unless_io_uring(testcase):
+    """Skip one test that starts a daemon, in a module that mostly does not."""
+    if not io_uring_works():
+        testcase.skipTest("io_uring is not available to this process")
+
+
+def _bind(host, port):
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
+    s = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        s.bind((host, port))
+    except BaseException:
+        s.close()
+        raise
+    return s
+
+
+def free_port(*hosts):
+    """A port that was free on every one of hosts (default 127.0.0.1) a moment
+    ago, for configs and command lines that must name a port."""
+    hosts = hosts or ("127.0.0.1",)
+    for _ in range(50):
+        with _bind(hosts[0], 0) as s:
+            port = s.getsockname()[1]
+        try:
+            for h in hosts[1:]:
+                _bind(h, port).close()
+        except OSError:
+            continue
+        return port
+    raise AssertionError("no port free on all of %s" % (hosts,))
+
+
+def ipv6_available():
+    """Whether this machine has an IPv6 loopback to bind."""
+    try:
+        _bind("::1", 0).close()
+        return True
+    except OSError:
+        return False
 
 
 # --------------------------------------------------------------------------
@@ -133,6 +194,14 @@ def write_config(settings, path=None, directory=None):
 # Running the daemon
 
 
+def daemon_env(env=None):
+    """env (default: ours) without what a service manager set for us."""
+    env = dict(os.environ if env is None else env)
+    for k in MANAGER_ENV:
+        env.pop(k, None)
+    return env
+
+
 def journal_env(fd, env=None):
     """env (default: ours) with JOURNAL_STREAM naming fd, as systemd sets it
     when a service's stderr is the journal: the daemon then writes "<N>"
@@ -150,13 +219,12 @@ def run_daemon(args, timeout=START_TIMEOUT, wrapper=None, preexec_fn=None, journ
     carry "<N>" prefixes; False runs it as from a terminal or a script."""
     cmd = ([wrapper] if wrapper else []) + [binary()] + list(args)
     with tempfile.TemporaryFile() as err:
-        env = journal_env(err.fileno()) if journal else \
-            {k: v for k, v in os.environ.items() if k != "JOURNAL_STREAM"}
+        env = journal_env(err.fileno(), daemon_env()) if journal else daemon_env()
         try:
             p = subprocess.run(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                stderr=err, timeout=timeout, env=env,
                                preexec_fn=preexec_fn)
-        except subprocess.TimeoutExpired as e:
+        except subprocess.TimeoutExpired:
             err.seek(0)
             raise AssertionError("%s did not exit within %.0f s; stderr:\n%s"
                                  % (cmd, timeout, err.read().decode(errors="replace"))) \
@@ -178,27 +246,41 @@ def _child_setup(preexec_fn):
     return setup
 
 
+SANITIZER_ENV = ("ASAN_OPTIONS", "UBSAN_OPTIONS", "LSAN_OPTIONS")
+
+
 class Daemon:
-    """One running ringechod, its log drained into memory by a thread."""
+    """One running ringechod, its log drained into memory by a thread.
+
+    config: settings for its config file (listen defaults to host:port).
+    wrapper: a program (path, or argv list) that runs the daemon, such as
+    systemd-socket-activate: the daemon's own argv follows it.
+    extra_env: variables to set for the daemon (NOTIFY_SOCKET, WATCHDOG_USEC).
+    forward_env: for a wrapper that passes on only the variables it is told
+    to, its option that sets one for the daemon, NAME=VALUE
+    (systemd-socket-activate's "-E"): each variable the harness sets
+    (JOURNAL_STREAM, extra_env's, the sanitizer options) is given with it.
+    """
 
     def __init__(self, config=None, args=(), port=0, host="127.0.0.1",
                  preexec_fn=None, wrapper=None, conf_path=None, no_config=False,
-                 asan_options=None, journal=True, env=None):
+                 asan_options=None, journal=True, env=None, extra_env=None,
+                 forward_env=None):
         settings = {"listen": ["%s:%d" % (host, port)]}
         settings.update(config or {})
         self.settings = settings
         self.conf = write_config(settings, path=conf_path)
         conf_args = [] if no_config else ["-c", self.conf]
-        self.cmd = ([wrapper] if wrapper else []) + [binary()] + conf_args + list(args)
         self.lines = []
         self.stdout = []
         self.cond = threading.Condition()
         self.eof = False
         self.listeners = []  # (host, port) in log order
         self.returncode = None
-        if env is None:  # not the test runner's own journal stream, if it has one
-            env = {k: v for k, v in os.environ.items() if k != "JOURNAL_STREAM"}
-        env = dict(env)
+        # Not what a service manager set for the test run itself; an env
+        # given by the test is taken as it is.
+        env = daemon_env() if env is None else dict(env)
+        env.update(extra_env or {})
         if asan_options:  # only read by a sanitizer build
             env["ASAN_OPTIONS"] = ":".join(filter(None, (env.get("ASAN_OPTIONS"),
                                                         asan_options)))
@@ -206,6 +288,17 @@ class Daemon:
         err_r, err_w = os.pipe()
         if journal:
             env = journal_env(err_w, env)
+        prefix = [wrapper] if isinstance(wrapper, str) else list(wrapper or ())
+        if forward_env:
+            names = ["JOURNAL_STREAM"] if journal else []
+            names += list(extra_env or ()) + [k for k in SANITIZER_ENV if k in env]
+            for name in dict.fromkeys(names):
+                prefix += [forward_env, "%s=%s" % (name, env[name])]
+            # JOURNAL_STREAM is the daemon's alone: a systemd tool that found
+            # its own stderr to be "the journal" would log to journald's
+            # socket, where there is one, instead of into the pipe.
+            env.pop("JOURNAL_STREAM", None)
+        self.cmd = prefix + [binary()] + conf_args + list(args)
         try:
             self.proc = subprocess.Popen(self.cmd, stdin=subprocess.DEVNULL,
                                          stdout=subprocess.PIPE, stderr=err_w,
@@ -240,6 +333,12 @@ class Daemon:
     def log_text(self):
         with self.cond:
             return "\n".join(self.lines)
+
+    def last_line(self):
+        """The last non-blank line of the log so far."""
+        with self.cond:
+            lines = [l for l in self.lines if l.strip()]
+        return lines[-1] if lines else ""
 
     def log_mark(self):
         """Index to pass as `start` to wait_log so only later lines count."""
@@ -553,6 +652,53 @@ def fill_until_paused(sock, chunk=1 << 16, seed=0, limit=1 << 28, timeout=30):
         sock.setblocking(True)
 
 
+def daemon_rx_queue(sock):
+    """Bytes the daemon has not read yet on sock's connection (its TCP rx queue)."""
+    q = tcp_queues(sock.getpeername()[:2], sock.getsockname()[:2])
+    return None if q is None else q[1]
+
+
+def bytes_read_by_daemon(sock, sent, timeout=10):
+    """How many of the `sent` bytes the daemon has taken off its socket: the
+    rest is unacknowledged in our send queue or unread in its receive queue."""
+    deadline = time.monotonic() + timeout
+    while True:
+        snap = tcp_snapshot(sock)
+        if snap is not None:
+            return sent - snap[0] - snap[1]
+        if time.monotonic() > deadline:
+            raise AssertionError("the connection's queues never settled")
+        time.sleep(0.01)
+
+
+def wait_until(cond, timeout, what, daemon=None):
+    """Poll cond() until true; fail (with the daemon's log, given one) after timeout."""
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > deadline:
+            msg = "no %s within %.0f s" % (what, timeout)
+            if daemon:
+                daemon.fail(msg)
+            raise AssertionError(msg)
+        time.sleep(0.01)
+
+
+def send_in_background(sock, data):
+    """sendall(data) then SHUT_WR on a thread; returns it and a list that
+    collects its OSError, if any."""
+    err = []
+
+    def send():
+        try:
+            sock.sendall(data)
+            sock.shutdown(socket.SHUT_WR)
+        except OSError as e:
+            err.append(e)
+    t = threading.Thread(target=send, daemon=True)
+    t.start()
+    return t, err
+
+
 def wait_received_by_daemon(sock, timeout=IO_TIMEOUT):
     """Wait until the daemon has read every byte sent on sock (nothing queued on the way)."""
     import fcntl
@@ -677,6 +823,11 @@ def random_bytes(n, seed):
     return random.Random(seed).randbytes(n)
 
 
+def varied_payloads(n, size, seed):
+    """n reproducible payloads of varied lengths, 1 to 2 * size bytes."""
+    return [random_bytes(1 + (size + i * 7919) % (2 * size), seed=seed + i) for i in range(n)]
+
+
 def assert_same(testcase, got, expected, what="echo"):
     """Compare two byte strings, reporting the first difference instead of a dump."""
     if got == expected:
@@ -794,6 +945,59 @@ class DaemonTestCase(unittest.TestCase):
         if rc != code:
             daemon.fail("exit code %s, expected %s" % (rc, code))
 
+    def slow_reader(self, d, rcvbuf=4096, timeout=IO_TIMEOUT):
+        """A client with a tiny receive buffer: once it stops reading, the
+        daemon's sends to it stall soon."""
+        s = socket.socket()
+        self.addCleanup(s.close)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+        s.settimeout(timeout)
+        s.connect(d.addr)
+        return s
+
+    def client_served(self, d, source=None, timeout=IO_TIMEOUT):
+        """A new connection that is served, retrying while the daemon turns
+        them away (a close that makes room is processed asynchronously)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            s = self.client(d, source=source)
+            try:
+                got = echo_roundtrip(s, b"served", timeout=10)
+            except AssertionError:  # EOF: turned away
+                s.close()
+                if time.monotonic() > deadline:
+                    d.fail("no connection served from %s" % source)
+                time.sleep(0.05)
+                continue
+            if got != b"served":
+                d.fail("echo %r instead of b'served'" % got)
+            return s
+
+    def wait_no_connections(self, d, base_fds, timeout=30):
+        """Every connection freed: none counted, and the daemon's fds back
+        to base (a client reset before its accept is still accepted later)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            n = d.stats()["connections"]
+            if n == 0:
+                break
+            if time.monotonic() > deadline:
+                d.fail("%d connections still open" % n)
+            time.sleep(0.05)
+        d.wait_fd_count(base_fds)
+
+    def streamers(self, d, n, seed, index=0, **kw):
+        """n Streamer clients of listener `index` (kw: Streamer's pacing)."""
+        st = Streamer([d.connect(index) for _ in range(n)], seed=seed, **kw)
+        self.addCleanup(st.close)
+        return st
+
+    def finish_streams(self, st):
+        """Half-close every streamer: each gets all it sent, then EOF."""
+        st.stop_sending(half_close=True)
+        st.pump(st.all_eof, what="EOF on every client")
+        st.check(self, complete=True)
+
 
 class CheckedTestCase(DaemonTestCase):
     """Every daemon is checked for sanitizer reports once it has stopped."""
@@ -828,6 +1032,31 @@ class CheckedTestCase(DaemonTestCase):
                            "is used up (held buffers leaked?)\n%s" % d.log_text())
         self.assertLess(after["bufring_empty"] - before["bufring_empty"], msgs,
                         "receives starved more often than they got a buffer")
+
+    def pipeline(self, d, payloads, seed, chunk=16 * KiB, half_close=False, timeout=60,
+                 what="pipelined load"):
+        """One client per payload sends it in random pieces of up to chunk
+        while reading the echo (then half-closes, with half_close); each
+        must get all of it back.  The clients are closed."""
+        socks = [self.client(d) for _ in payloads]
+        try:
+            got = duplex(socks, payloads, timeout=timeout, chunk=chunk,
+                         half_close=half_close, rng=random.Random(seed))
+        except (AssertionError, OSError) as e:  # OSError: EPIPE, ECONNRESET
+            d.fail("%s: %s: %s" % (what, type(e).__name__, e))
+        for i, s in enumerate(socks):
+            assert_same(self, got[i], payloads[i], "%s, connection %d" % (what, i))
+            s.close()
+
+    def assert_pool_intact(self, d, seed, n=8, size=256 * KiB):
+        """A pipelined load is echoed exactly, chains still form (the hold
+        budget is not leaked) and receives do not starve (no buffer is)."""
+        before = d.stats()
+        self.pipeline(d, [random_bytes(size, seed=seed + i) for i in range(n)], seed,
+                      chunk=32 * KiB, what="pool check (buffers leaked?)")
+        after = d.stats()
+        self.assert_buffers_not_leaked(d, before, after)
+        return after
 
 
 class Streamer:

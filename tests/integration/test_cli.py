@@ -9,19 +9,10 @@ import time
 import unittest
 
 import harness
-from harness import (EX_CONFIG, EX_UNAVAILABLE, EX_USAGE, DaemonTestCase, free_port,
-                     run_daemon, write_config)
+from harness import (EX_UNAVAILABLE, EX_USAGE, DaemonTestCase, free_port, run_daemon,
+                     write_config)
 
 harness.exit_77_unless_io_uring()
-
-
-def ipv6_available():
-    try:
-        with socket.socket(socket.AF_INET6) as s:
-            s.bind(("::1", 0))
-        return True
-    except OSError:
-        return False
 
 
 class InfoOptionsTest(unittest.TestCase):
@@ -101,7 +92,7 @@ class ListenOptionTest(DaemonTestCase):
         self.assertEqual(d.stop(), 0)
 
     def test_ipv6_listener(self):
-        if not ipv6_available():
+        if not harness.ipv6_available():
             self.skipTest("no IPv6 loopback")
         d = self.start(args=["-l", "[::1]:0"])
         d.wait_log(r"^<5>listening on \[::1\]:\d+$")
@@ -116,7 +107,7 @@ class ListenOptionTest(DaemonTestCase):
         self.assertEqual(d.stop(), 0)
 
     def test_ipv6_in_config_file(self):
-        if not ipv6_available():
+        if not harness.ipv6_available():
             self.skipTest("no IPv6 loopback")
         d = self.start(config={"listen": ["[::1]:0", "127.0.0.1:0"]})
         self.assertEqual(sorted(h for h, p in d.listeners), ["127.0.0.1", "::1"])

@@ -1,8 +1,11 @@
 # SPDX-License-Identifier: MIT
-"""Config file errors: exit 78, one clear line naming file:line, key, value, range; nothing listens."""
+"""Config file errors: exit 78, one clear line naming file:line, key, value,
+range; nothing listens.  Broken files of every kind are errors, never
+silently wrong values."""
 
 import os
 import re
+import shutil
 import tempfile
 import unittest
 
@@ -195,6 +198,161 @@ class ConfigErrorTest(unittest.TestCase):
                     "sqpoll_idle_ms"):
             self.assertRegex(text, r"(?m)^\s*(#|//)?\s*%s\s*=" % key,
                              "example config lacks %s" % key)
+
+
+class BrokenConfigTest(harness.CheckedTestCase):
+    """Files broken in every way a hand-edited file can be: exit 78 naming
+    the file, never a value other than the one written."""
+
+    def check(self, text, name="c.conf"):
+        """-t on a file holding text (bytes or str); the path and the CompletedProcess."""
+        tmp = tempfile.mkdtemp(prefix="ringechod-config-")
+        self.addCleanup(shutil.rmtree, tmp, True)
+        path = os.path.join(tmp, name)
+        with open(path, "wb") as f:
+            f.write(text if isinstance(text, bytes) else text.encode())
+        return path, run_daemon(["-t", "-c", path])
+
+    def start_on_file(self, path):
+        """A daemon running with -c path as written (not rewritten by harness)."""
+        harness.skip_unless_io_uring(self)
+        return self.start(args=("-c", path), no_config=True, ready=False)
+
+    def test_broken_files_are_config_errors(self):
+        cases = {
+            "directory": None,
+            "include of a missing file": '@include "/nonexistent/ringechod-x.conf"\n',
+            "duplicate key": "backlog = 5;\nbacklog = 6;\n",
+            "non-UTF-8 key": b"\xff\xfe = 1;\n",
+            "non-UTF-8 level": b'log_level = "\xff\xfe";\n',
+            "non-UTF-8 address": b'listen = ["\xff.0.0.1:7"];\n',
+            "listen as a string": 'listen = "127.0.0.1:7777";\n',
+            "listen as an empty list": "listen = [];\n",
+            "listen as an empty group list": "listen = ();\n",
+            "listen of lists": 'listen = ( ["127.0.0.1:7"] );\n',
+            "listen as a group": 'listen = { a = "127.0.0.1:7"; };\n',
+            "nested group": "limits = { max_connections = 5; };\n",
+            "group for an integer": "backlog = { x = 1; };\n",
+            "negative": "max_connections = -5;\n",
+            "negative per-ip": "max_connections_per_ip = -1;\n",
+            "float": "max_connections = 100.0;\n",
+            "exponent float": "max_connections = 1e3;\n",
+            "bool for integer": "max_connections = true;\n",
+            "integer for bool": "tcp_nodelay = 1;\n",
+            "integer for level": "log_level = 7;\n",
+            "64-bit huge": "max_connections = 9223372036854775807L;\n",
+            "saturating decimal": "backlog = 99999999999999999999999;\n",
+            "NUL byte": b"backlog = 5;\n\x00\n",
+            "port too big": 'listen = ["127.0.0.1:65536"];\n',
+            "negative port": 'listen = ["127.0.0.1:-1"];\n',
+            "no port": 'listen = ["127.0.0.1"];\n',
+            "hostname": 'listen = ["localhost:7"];\n',
+        }
+        for what, text in cases.items():
+            with self.subTest(what):
+                if text is None:
+                    tmp = tempfile.mkdtemp(prefix="ringechod-adv-")
+                    self.addCleanup(os.rmdir, tmp)
+                    path, r = tmp, run_daemon(["-t", "-c", tmp])
+                else:
+                    path, r = self.check(text)
+                self.assertEqual(r.returncode, harness.EX_CONFIG,
+                                 "%s: exit %s\n%s" % (what, r.returncode, r.stderr))
+                self.assertIn(path, r.stderr, "%s: the error does not name the file" % what)
+                self.assertRegex(r.stderr, r"^<3>", "%s: not logged as an error" % what)
+
+    def test_empty_file_means_defaults(self):
+        path, r = self.check("")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        path, r = self.check("# only a comment\n\n")
+        self.assertEqual(r.returncode, 0, r.stderr)
+
+    def test_integer_beyond_32_bits_is_rejected(self):
+        """libconfig 1.5 (Debian 12) reads a decimal or hex literal without
+        the L suffix as a 32-bit int and wraps it silently, so that
+        `max_connections = 4294967297;` would load as 1: every literal
+        beyond 32 bits is an out-of-range error."""
+        cases = {
+            "max_connections = 4294967297;\n": "4294967297",
+            "max_pending_bytes = 4295229440;\n": "4295229440",
+            "backlog = 0x100000001;\n": "0x100000001",
+            "idle_timeout_ms = 4294967396;\n": "4294967396",
+        }
+        for text, literal in cases.items():
+            with self.subTest(text.strip()):
+                path, r = self.check(text)
+                self.assertEqual(r.returncode, harness.EX_CONFIG,
+                                 "%r was accepted (exit %s): %s%s"
+                                 % (text.strip(), r.returncode, r.stdout, r.stderr))
+
+    def test_integer_beyond_32_bits_in_an_included_file_is_rejected(self):
+        """The same wrap in a file pulled in with @include (libconfig reads
+        that one itself), one and two includes deep; a valid include still
+        loads, and its value is the one written."""
+        tmp = tempfile.mkdtemp(prefix="ringechod-adv-")
+        self.addCleanup(shutil.rmtree, tmp, True)
+        os.mkdir(os.path.join(tmp, "sub"))
+        files = {
+            "wrap.conf": "max_connections = 4294967297;\n",
+            "sub/deep.conf": "# deeper\nbacklog =\n  0x100000001;\n",
+            "middle.conf": '@include "sub/deep.conf"\n',
+            "fine.conf": "max_connections = 5000;\n",
+        }
+        for name, text in files.items():
+            with open(os.path.join(tmp, name), "w") as f:
+                f.write(text)
+        cases = {"wrap.conf": r"wrap\.conf:1: 'max_connections' = 4294967297 is out of range",
+                 "middle.conf": r"deep\.conf:2: 'backlog' = 4294967297 is out of range"}
+        for inc, message in cases.items():
+            with self.subTest(inc):
+                main = os.path.join(tmp, "main-%s" % inc)
+                with open(main, "w") as f:
+                    f.write('@include "%s"\n' % inc)
+                r = run_daemon(["-t", "-c", main])
+                self.assertEqual(r.returncode, harness.EX_CONFIG,
+                                 "accepted (exit %s): %s%s" % (r.returncode, r.stdout, r.stderr))
+                self.assertRegex(r.stderr, message)
+        main = os.path.join(tmp, "main-fine.conf")
+        port = harness.free_port()
+        with open(main, "w") as f:
+            f.write('@include "fine.conf"\nlisten = ["127.0.0.1:%d"];\nlog_level = "debug";\n'
+                    % port)
+        r = run_daemon(["-t", "-c", main])
+        self.assertEqual(r.returncode, 0, r.stderr)
+        d = self.start_on_file(main)
+        d.wait_ready()
+        s = d.connect()
+        self.addCleanup(s.close)
+        self.assertEqual(harness.echo_roundtrip(s, b"inc"), b"inc")
+
+    def test_out_of_range_message_names_the_value_written(self):
+        """`backlog = 2147483648;` is out of range, and the message names the
+        value written in the file, not the one it wraps to in 32 bits."""
+        path, r = self.check("backlog = 2147483648;\n")
+        self.assertEqual(r.returncode, harness.EX_CONFIG, r.stderr)
+        self.assertIn("2147483648", r.stderr.replace("-2147483648", ""),
+                      "the message does not name the value written:\n" + r.stderr)
+
+    def test_duplicate_listen_entry_is_not_valid_then_unstartable(self):
+        """A file -t accepts is one the daemon starts on, even with an
+        address listed twice: either the checker rejects
+        `listen = ["127.0.0.1:P", "127.0.0.1:P"]` (78) or the daemon starts
+        and serves the address (not "Address already in use" against its
+        own first socket)."""
+        port = harness.free_port()
+        text = 'listen = ["127.0.0.1:%d", "127.0.0.1:%d"];\n' % (port, port)
+        path, r = self.check(text)
+        if r.returncode == harness.EX_CONFIG:
+            return
+        self.assertEqual(r.returncode, 0, r.stderr)
+        p = self.start_on_file(path)
+        m = p.wait_log(r"^<5>ready|^<3>cannot listen", timeout=harness.START_TIMEOUT)
+        self.assertTrue(m.group(0).startswith("<5>ready"),
+                        "-t accepted the file but the daemon cannot start on it:\n"
+                        + p.log_text())
+        s = p.connect()
+        self.addCleanup(s.close)
+        self.assertEqual(harness.echo_roundtrip(s, b"dup"), b"dup")
 
 
 if __name__ == "__main__":

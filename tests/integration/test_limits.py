@@ -1,33 +1,21 @@
 # SPDX-License-Identifier: MIT
-"""Limits: max_connections, max_connections_per_ip, idle_timeout_ms, EMFILE."""
+"""Limits: max_connections, max_connections_per_ip, idle_timeout_ms, and
+file descriptors running out (EMFILE): each costs the client over the limit
+its connection, and nothing more."""
 
 import resource
+import signal
 import socket
 import threading
 import time
 import unittest
 
 import harness
-from harness import DaemonTestCase, expect_eof, recv_exact, recv_until_eof
+from harness import (KiB, MiB, RELOAD_FAILED, RELOADED, DaemonTestCase, Streamer,
+                     daemon_rx_queue, expect_eof, random_bytes, recv_exact, recv_until_eof,
+                     send_in_background, wait_until)
 
 harness.exit_77_unless_io_uring()
-
-MiB = 1 << 20
-
-
-def retry_until_served(test, d, source=None, timeout=harness.IO_TIMEOUT):
-    """Connect until a connection is served (closes are processed asynchronously)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        s = test.client(d, source=source)
-        try:
-            harness.echo_roundtrip(s, b"served", timeout=10)
-            return s
-        except AssertionError:
-            s.close()
-            if time.monotonic() > deadline:
-                d.fail("no connection served from %s" % source)
-            time.sleep(0.05)
 
 
 class MaxConnectionsTest(DaemonTestCase):
@@ -45,7 +33,7 @@ class MaxConnectionsTest(DaemonTestCase):
             self.assertEqual(harness.echo_roundtrip(s, b"again %d" % i), b"again %d" % i)
         self.assertEqual(d.stats()["refused_max"], 1)
         socks[0].close()
-        s = retry_until_served(self, d)
+        s = self.client_served(d)
         stats = d.stats()
         self.assertGreaterEqual(stats["refused_max"], 1)
         self.assertEqual(stats["connections"], 5)
@@ -70,7 +58,7 @@ class MaxConnectionsTest(DaemonTestCase):
         self.assertEqual(stats["refused_per_ip"], 1, stats)
         self.assertEqual(stats["refused_max"], 0, stats)
         two[0].close()
-        s = retry_until_served(self, d, source="127.0.0.2")
+        s = self.client_served(d, source="127.0.0.2")
         for x in [two[1], s] + other:
             x.close()
         self.assertEqual(d.stop(), 0)
@@ -118,8 +106,10 @@ class IdleTimeoutTest(DaemonTestCase):
 
     def test_pending_echo_delivered_before_idle_close(self):
         d = self.start({"idle_timeout_ms": self.IDLE_MS, "max_pending_bytes": 32 * MiB})
-        slow = self.client(d)
+        # Made before connecting: a client silent for idle_timeout_ms while
+        # its data is made (a busy machine) would rightly be cut first.
         data = harness.random_bytes(8 * MiB, seed=8)
+        slow = self.client(d)
         slow.settimeout(120)
         slow.sendall(data)  # never reading: the echo queues up in the daemon
         harness.wait_received_by_daemon(slow)
@@ -142,6 +132,75 @@ class IdleTimeoutTest(DaemonTestCase):
         self.assertEqual(harness.echo_roundtrip(s, b"y"), b"y")
         s.close()
         self.assertEqual(d.stop(), 0)
+
+
+class IdleTimeoutBusyClientTest(harness.CheckedTestCase):
+    """Slow clients are not idle ones; a cut client that never closes is reset."""
+    IDLE_MS = 400
+
+    def test_slow_reader_gets_its_whole_echo(self):
+        """A client that reads its echo slowly but steadily is not idle,
+        however many idle timeouts the reading takes: it gets every byte,
+        and then, after its half-close, a clean EOF, never a reset."""
+        d = self.start({"idle_timeout_ms": self.IDLE_MS, "max_pending_bytes": 64 * MiB})
+        # Made before connecting: on a busy machine making it can take
+        # longer than the idle timeout, and a silent client is rightly cut.
+        data = random_bytes(10 * MiB, seed=11)
+        s = self.slow_reader(d, rcvbuf=64 * KiB)
+        sender = threading.Thread(target=s.sendall, args=(data,), daemon=True)
+        sender.start()
+        # Read at about 4 MiB/s: steady progress, but the whole echo takes
+        # several idle timeouts to read.
+        got = bytearray()
+        t0 = time.monotonic()
+        while True:
+            try:
+                b = s.recv(64 * KiB)
+            except ConnectionResetError:
+                d.fail("reset after %d of %d bytes, %.1f s in"
+                       % (len(got), len(data), time.monotonic() - t0))
+            if not b:
+                break
+            got += b
+            if len(got) >= len(data):
+                s.shutdown(socket.SHUT_WR)
+            time.sleep(0.015)
+        sender.join(30)
+        harness.assert_same(self, bytes(got), data)
+        self.stop_clean(d)
+
+    def test_sender_paused_by_backpressure_is_not_idle(self):
+        """A client whose receive the daemon itself paused (max_pending_bytes)
+        is not idle while it keeps sending: left unread for three idle
+        timeouts, it still gets its whole stream back, nothing discarded."""
+        d = self.start({"idle_timeout_ms": self.IDLE_MS, "max_pending_bytes": 64 * KiB})
+        data = random_bytes(16 * MiB, seed=12)  # before connecting, as above
+        s = self.client(d)
+        t, err = send_in_background(s, data)
+        # The client is busy for three idle timeouts before it reads: the
+        # daemon pauses its receive meanwhile, the client keeps sending.
+        wait_until(lambda: (daemon_rx_queue(s) or 0) > 0, 30, "paused receive", d)
+        time.sleep(3 * self.IDLE_MS / 1000)
+        got = recv_until_eof(s, timeout=60)
+        t.join(30)
+        harness.assert_same(self, got, data)
+        self.assertEqual(err, [])
+        self.stop_clean(d)
+
+    def test_idle_cut_then_client_keeps_connection_open(self):
+        # The idle cut sends FIN after the echo; a client that never closes
+        # its side is reset a timeout later; a client that closes is closed.
+        d = self.start({"idle_timeout_ms": self.IDLE_MS})
+        base = d.fd_count()
+        a, b = self.client(d), self.client(d)
+        for s in (a, b):
+            self.assertEqual(harness.echo_roundtrip(s, b"hello"), b"hello")
+        expect_eof(a, timeout=30)
+        expect_eof(b, timeout=30)
+        a.close()
+        d.wait_fd_count(base, timeout=30)  # b reset a timeout later
+        self.assertEqual(d.stats()["idle_closed"], 2)
+        self.stop_clean(d)
 
 
 class EmfileTest(DaemonTestCase):
@@ -189,6 +248,49 @@ class EmfileTest(DaemonTestCase):
             s.close()
         d.wait_fd_count(base)
         self.assertEqual(d.stop(), 0)
+
+
+class FdExhaustionTest(harness.CheckedTestCase):
+    LIMIT = 48
+
+    def test_fd_exhaustion_mid_traffic(self):
+        limit = self.LIMIT
+
+        def low_fd_limit():
+            import resource
+            resource.setrlimit(resource.RLIMIT_NOFILE, (limit, limit))
+        d = self.start({"max_connections": 1000}, preexec_fn=low_fd_limit)
+        base = d.fd_count()
+        st = Streamer([d.connect() for _ in range(6)], chunk=4096, interval=0.002, seed=60)
+        self.addCleanup(st.close)
+        st.pump(lambda: min(st.received()) >= 8 * KiB, what="8 KiB each")
+        extra = [self.client(d) for _ in range(limit)]  # more than the fds left
+        mark = d.log_mark()
+        st.pump(lambda: bool(d.find_log(r"^<4>accept: Too many open files", start=0)),
+                what="the EMFILE pause")
+        # Streams go on; a reload while out of fds fails or succeeds, but
+        # the daemon keeps serving.
+        d.send_signal(signal.SIGHUP)
+        st.pump(lambda: bool(d.find_log(RELOADED + "|" + RELOAD_FAILED, start=mark)),
+                what="the reload's outcome")
+        before = st.received()
+        st.pump(lambda: all(r >= b + 8 * KiB for r, b in zip(st.received(), before)),
+                what="8 KiB more each while out of fds")
+        st.stop_sending(half_close=True)
+        st.pump(st.all_eof, what="EOF on every streamer")
+        st.check(self, complete=True)
+        # Their fds free the waiting clients, which are then all served.
+        for i, s in enumerate(extra):
+            data = random_bytes(3000, seed=i)
+            s.sendall(data)
+        for i, s in enumerate(extra[:20]):
+            got = recv_exact(s, 3000, timeout=30)
+            if got != random_bytes(3000, seed=i):
+                d.fail("waiting client %d: wrong echo" % i)
+        for s in extra:
+            s.close()
+        d.wait_fd_count(base)
+        self.stop_clean(d)
 
 
 if __name__ == "__main__":

@@ -1,5 +1,6 @@
 # SPDX-License-Identifier: MIT
-"""SIGHUP reload: a bad file changes nothing, a good one applies limits, log level, listeners."""
+"""SIGHUP reload: a bad file changes nothing, a good one applies limits, log
+level and listeners at once; traffic goes on through reloads."""
 
 import os
 import re
@@ -9,7 +10,8 @@ import time
 import unittest
 
 import harness
-from harness import DaemonTestCase, expect_eof, free_port, recv_until_eof, write_config
+from harness import (KiB, RELOAD_FAILED, RELOADED, DaemonTestCase, expect_eof, free_port,
+                     recv_until_eof, write_config)
 
 harness.exit_77_unless_io_uring()
 
@@ -96,18 +98,7 @@ class ReloadTest(DaemonTestCase):
         # Down to 2: a new one fits again (the closes are asynchronous: retry).
         for s in old[2:]:
             s.close()
-        deadline = time.monotonic() + harness.IO_TIMEOUT
-        while True:
-            s = self.client(d)
-            try:
-                got = harness.echo_roundtrip(s, b"fits")
-                break
-            except AssertionError:  # EOF: the daemon has not processed the closes yet
-                s.close()
-                if time.monotonic() > deadline:
-                    d.fail("no connection accepted after the count fell below the new limit")
-                time.sleep(0.05)
-        self.assertEqual(got, b"fits")
+        s = self.client_served(d)
         over = self.client(d)  # 3 open now: this one is over
         expect_eof(over, timeout=10)
         for s in old[:2]:
@@ -184,6 +175,96 @@ class ReloadTest(DaemonTestCase):
         self.assert_serves(d)
         old.close()
         self.assertEqual(d.stop(), 0)
+
+
+class ReloadRobustnessTest(harness.CheckedTestCase):
+    """Reloads of broken files, and many reloads under traffic."""
+
+    def test_reload_of_broken_files_keeps_serving(self):
+        d = self.start()
+        s = self.client(d)
+        self.assertEqual(harness.echo_roundtrip(s, b"before"), b"before")
+        conf = d.conf
+        broken = [
+            ("garbage", b"this is not ; a config {{{\n"),
+            ("missing include", b'@include "/nonexistent/ringechod-y.conf"\n'),
+            ("duplicate key", b"backlog = 5;\nbacklog = 6;\n"),
+            ("non-UTF-8", b'listen = ["\xff\xfe:1"];\n'),
+            ("listen string", b'listen = "127.0.0.1:1";\n'),
+            ("empty listen", b"listen = [];\n"),
+            ("negative", b"max_connections = -1;\n"),
+            ("float", b"max_connections = 1.5;\n"),
+        ]
+        for what, text in broken:
+            with self.subTest(what):
+                with open(conf + ".tmp", "wb") as f:
+                    f.write(text)
+                os.replace(conf + ".tmp", conf)
+                mark = d.log_mark()
+                d.send_signal(signal.SIGHUP)
+                d.wait_log(RELOAD_FAILED, start=mark)
+                self.assertTrue(d.find_log(re.escape(conf), start=mark),
+                                "%s: the reload error does not name the file" % what)
+                msg = what.encode()
+                self.assertEqual(harness.echo_roundtrip(s, msg), msg)
+                s2 = d.connect()
+                self.assertEqual(harness.echo_roundtrip(s2, b"new"), b"new")
+                s2.close()
+        # The config path becoming a directory, or vanishing (-c was given).
+        os.unlink(conf)
+        os.mkdir(conf)
+        try:
+            mark = d.log_mark()
+            d.send_signal(signal.SIGHUP)
+            d.wait_log(RELOAD_FAILED, start=mark)
+        finally:
+            os.rmdir(conf)
+        mark = d.log_mark()
+        d.send_signal(signal.SIGHUP)
+        d.wait_log(RELOAD_FAILED, start=mark)
+        self.assertEqual(harness.echo_roundtrip(s, b"after"), b"after")
+        with open(conf, "w") as f:  # so cleanup can unlink it
+            f.write("")
+        s.close()
+        self.stop_clean(d)
+
+    def test_sighup_storm_with_listener_churn(self):
+        d = self.start()
+        port_b = harness.free_port()
+        base_cfg = dict(d.settings)
+        with_b = dict(d.settings)
+        with_b["listen"] = list(d.settings["listen"]) + ["127.0.0.1:%d" % port_b]
+        # Limits change under the streams too: backpressure far lower.
+        with_b["max_pending_bytes"] = 16 * KiB
+        st = self.streamers(d, 20, seed=21, chunk=4096, interval=0.002)
+        st.pump(lambda: min(st.received()) >= 16 * KiB, what="16 KiB each")
+        on_b = []
+        for i in range(12):
+            write_config(with_b if i % 2 == 0 else base_cfg, path=d.conf)
+            mark = d.log_mark()
+            d.send_signal(signal.SIGHUP)
+            # Traffic goes on while the daemon reloads.
+            st.pump(lambda: bool(d.find_log(RELOADED, start=mark)), what="reload %d" % i)
+            if i % 2 == 0:
+                s = harness.connect("127.0.0.1", port_b)
+                self.addCleanup(s.close)
+                self.assertEqual(harness.echo_roundtrip(s, b"b%d" % i), b"b%d" % i)
+                on_b.append(s)
+            else:
+                self.assertTrue(harness.wait_refused("127.0.0.1", port_b, timeout=10),
+                                "removed listener still accepts")
+            # Connections made on B outlive B's removal.
+            for j, s in enumerate(on_b):
+                msg = b"still %d %d" % (i, j)
+                self.assertEqual(harness.echo_roundtrip(s, msg), msg)
+        before = st.received()
+        st.pump(lambda: all(r >= b + 8 * KiB for r, b in zip(st.received(), before)),
+                what="8 KiB more each after the storm")
+        self.finish_streams(st)
+        for s in on_b:
+            s.shutdown(socket.SHUT_WR)
+            self.assertEqual(recv_until_eof(s), b"")
+        self.stop_clean(d)
 
 
 if __name__ == "__main__":

@@ -8,9 +8,11 @@ and names in NOTIFY_SOCKET: READY=1 once the listener works, STATUS= lines,
 RELOADING=1 with MONOTONIC_USEC= then READY=1 on SIGHUP, STOPPING=1 on
 SIGTERM, WATCHDOG=1 at half of WATCHDOG_USEC.
 
-Standard library only; env RINGECHOD names the binary.  Timing is never
-asserted tightly: every wait has a generous bound (the suite also runs under
-ASan on a loaded two-core machine).
+The daemon runs under the harness's Daemon, as in every other module: its
+log is "the journal" (JOURNAL_STREAM), passed through systemd-socket-activate
+with -E like the other variables the daemon needs.  Timing is never asserted
+tightly: every wait has a generous bound (the suite also runs under ASan on
+a loaded two-core machine).
 """
 
 import os
@@ -18,70 +20,25 @@ import re
 import shutil
 import signal
 import socket
-import subprocess
 import tempfile
 import threading
 import time
 import unittest
 
-TIMEOUT = 30.0
-READY = "READY=1"
+import harness
+from harness import free_port
 
+harness.exit_77_unless_io_uring()
 
-def binary():
-    return os.environ.get("RINGECHOD") or "/work/main/build/src/ringechod"
-
-
-def setUpModule():
-    if not os.access(binary(), os.X_OK):
-        raise unittest.SkipTest(f"no ringechod binary at {binary()}")
-
-
-def free_port(hosts=("127.0.0.1",)):
-    """A port free on every host in hosts a moment ago."""
-    for _ in range(50):
-        family = socket.AF_INET6 if ":" in hosts[0] else socket.AF_INET
-        with socket.socket(family, socket.SOCK_STREAM) as s:
-            s.bind((hosts[0], 0))
-            port = s.getsockname()[1]
-        if all(port_free(h, port) for h in hosts[1:]):
-            return port
-    raise AssertionError(f"no port free on all of {hosts}")
-
-
-def port_free(host, port):
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as s:
-        try:
-            s.bind((host, port))
-            return True
-        except OSError:
-            return False
-
-
-def have_ipv6_loopback():
-    try:
-        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as s:
-            s.bind(("::1", 0))
-        return True
-    except OSError:
-        return False
+TIMEOUT = harness.START_TIMEOUT
 
 
 def echo_once(host, port, payload, timeout=TIMEOUT):
     """Send payload, half-close, read to EOF: what the server sent back."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as s:
-        s.settimeout(timeout)
-        s.connect((host, port))
+    with harness.connect(host, port, timeout=timeout) as s:
         s.sendall(payload)
         s.shutdown(socket.SHUT_WR)
-        chunks = []
-        while True:
-            b = s.recv(1 << 16)
-            if not b:
-                return b"".join(chunks)
-            chunks.append(b)
+        return harness.recv_until_eof(s, timeout)
 
 
 class NotifySocket:
@@ -144,104 +101,32 @@ class NotifySocket:
             return sum(1 for m in self.messages[start:] if key in m[1])
 
 
-class Daemon:
-    """ringechod (possibly behind systemd-socket-activate), its stderr drained by a thread."""
-
-    def __init__(self, argv, env):
-        self.argv = argv
-        self.lines = []
-        self.cond = threading.Condition()
-        self.proc = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL,
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        self.thread = threading.Thread(target=self._drain, daemon=True)
-        self.thread.start()
-
-    def _drain(self):
-        for raw in iter(self.proc.stderr.readline, b""):
-            with self.cond:
-                self.lines.append(raw.decode("utf-8", "replace").rstrip("\n"))
-                self.cond.notify_all()
-
-    def log(self):
-        with self.cond:
-            return "\n".join(self.lines)
-
-    def grep(self, regex):
-        rx = re.compile(regex)
-        with self.cond:
-            return [line for line in self.lines if rx.search(line)]
-
-    def wait_log(self, regex, timeout=TIMEOUT):
-        rx = re.compile(regex)
-        deadline = time.monotonic() + timeout
-        with self.cond:
-            while True:
-                for line in self.lines:
-                    m = rx.search(line)
-                    if m:
-                        return m
-                left = deadline - time.monotonic()
-                if left <= 0 or (self.proc.poll() is not None and not self.thread.is_alive()):
-                    log = "\n".join(self.lines)
-                    raise AssertionError(f"no log line matching {regex!r}; log:\n{log}")
-                self.cond.wait(min(left, 0.5))
-
-    def signal(self, sig):
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-
-    def stop(self, timeout=TIMEOUT):
-        """SIGTERM; the exit status."""
-        self.signal(signal.SIGTERM)
-        try:
-            code = self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            raise AssertionError(f"still running {timeout:.0f} s after SIGTERM; log:\n{self.log()}")
-        self.thread.join(5)
-        return code
-
-    def kill(self):
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(10)
-        self.thread.join(5)
-        self.proc.stderr.close()
-
-
-class SystemdTestCase(unittest.TestCase):
+class SystemdTestCase(harness.DaemonTestCase):
     def setUp(self):
         self.dir = tempfile.mkdtemp(prefix="ringechod-systemd-")
         self.addCleanup(shutil.rmtree, self.dir, True)
         self.notify = NotifySocket(self.dir)
         self.addCleanup(self.notify.close)
 
-    def config(self, listen):
-        path = os.path.join(self.dir, "ringechod.conf")
-        with open(path, "w") as f:
-            f.write("listen = [%s];\nlog_level = \"info\";\n"
-                    % ", ".join(f'"{a}"' for a in listen))
-        return path
-
-    def start(self, argv, **extra_env):
-        env = {k: v for k, v in os.environ.items()
-               if not k.startswith(("LISTEN_", "WATCHDOG_", "NOTIFY_SOCKET"))}
-        env["NOTIFY_SOCKET"] = self.notify.path
-        env.update(extra_env)
-        d = Daemon(argv, env)
-        self.addCleanup(d.kill)
-        return d
+    def start_notifying(self, listen, extra_env=None, **kw):
+        """ringechod with NOTIFY_SOCKET naming our socket (and extra_env);
+        kw: harness.Daemon's (wrapper, forward_env)."""
+        env = {"NOTIFY_SOCKET": self.notify.path}
+        env.update(extra_env or {})
+        return self.start({"listen": listen, "log_level": "info"}, ready=False,
+                          extra_env=env, **kw)
 
     def start_direct(self, **extra_env):
         """ringechod on a kernel-chosen loopback port; (daemon, port)."""
-        d = self.start([binary(), "-c", self.config(["127.0.0.1:0"])], **extra_env)
+        d = self.start_notifying(["127.0.0.1:0"], extra_env)
         self.notify.wait("READY", "1")
         # Logged before READY=1, but the pipe may deliver it a little later.
-        m = d.wait_log(r"listening on 127\.0\.0\.1:(\d+)")
-        return d, int(m.group(1))
+        d.wait_ready(TIMEOUT)
+        return d, d.port
 
     def assert_stops_cleanly(self, d):
         mark = self.notify.mark()
-        self.assertEqual(d.stop(), 0, d.log())
+        self.assertEqual(d.stop(), 0, d.log_text())
         self.notify.wait("STOPPING", "1", start=mark)
 
 
@@ -255,31 +140,29 @@ class SocketActivationTest(SystemdTestCase):
     def start_activated(self, hosts, config_listen):
         """ringechod behind systemd-socket-activate on one port of each host; (daemon, port)."""
         for attempt in range(5):
-            port = free_port(hosts)
+            port = free_port(*hosts)
             addrs = [f"[{h}]:{port}" if ":" in h else f"{h}:{port}" for h in hosts]
-            argv = [self.activate]
+            wrapper = [self.activate]
             for a in addrs:
-                argv += ["-l", a]
+                wrapper += ["-l", a]
             # systemd-socket-activate passes on only the variables it is told to.
-            argv += ["-E", f"NOTIFY_SOCKET={self.notify.path}",
-                     binary(), "-c", self.config(config_listen)]
-            d = self.start(argv)
+            d = self.start_notifying(config_listen, wrapper=wrapper, forward_env="-E")
             # It binds, then waits for the first connection before it execs
             # the daemon (whose accept finds that connection in the backlog).
             try:
                 for a in addrs:
-                    d.wait_log(r"^Listening on " + re.escape(a) + " as ")
+                    d.wait_log(r"^Listening on " + re.escape(a) + " as ", TIMEOUT)
                 return d, port
             except AssertionError:
                 d.kill()
-                if not d.grep("Address already in use"):
+                if not d.find_log("Address already in use"):
                     raise
                 # Someone took the port since free_port() saw it free.
         raise AssertionError(f"no free port for {hosts} in 5 attempts")
 
     def test_serves_the_handed_sockets_and_ignores_listen(self):
-        hosts = ["127.0.0.1"] + (["::1"] if have_ipv6_loopback() else [])
-        unused = free_port(hosts)
+        hosts = ["127.0.0.1"] + (["::1"] if harness.ipv6_available() else [])
+        unused = free_port(*hosts)
         d, port = self.start_activated(hosts, [f"127.0.0.1:{unused}"])
         for host in hosts:
             payload = os.urandom(100_000)
@@ -287,13 +170,15 @@ class SocketActivationTest(SystemdTestCase):
         self.notify.wait("READY", "1")
         with self.assertRaises(ConnectionRefusedError, msg="bound the config's listen"):
             echo_once("127.0.0.1", unused, b"x", timeout=5)
-        ignored = d.grep(r"(?i)ignor")
+        # JOURNAL_STREAM reached the daemon through the wrapper: "<N>" prefixes.
+        d.wait_log(r"^<5>listening on 127\.0\.0\.1:%d \(from systemd" % port, TIMEOUT)
+        ignored = d.find_log(r"(?i)ignor")
         self.assertEqual(len(ignored), 1,
-                         f"'listen' ignored should be logged once; log:\n{d.log()}")
+                         f"'listen' ignored should be logged once; log:\n{d.log_text()}")
         self.assert_stops_cleanly(d)
 
     def test_ipv6_socket_alone(self):
-        if not have_ipv6_loopback():
+        if not harness.ipv6_available():
             self.skipTest("no IPv6 loopback")
         d, port = self.start_activated(["::1"], ["127.0.0.1:0"])
         self.assertEqual(echo_once("::1", port, b"six\n"), b"six\n")
@@ -335,7 +220,7 @@ class NotifyTest(SystemdTestCase):
     def test_reload_sends_reloading_then_ready(self):
         d, port = self.start_direct()
         mark = self.notify.mark()
-        d.signal(signal.SIGHUP)
+        d.send_signal(signal.SIGHUP)
         i, fields = self.notify.wait("RELOADING", "1", start=mark)
         self.assertIn("MONOTONIC_USEC", fields,
                       "MONOTONIC_USEC= must come in the same message as RELOADING=1")
