@@ -13,7 +13,6 @@ shutdown_timeout_ms + 1 s) fits in terminationGracePeriodSeconds.
 
 import os
 import re
-import signal
 import sys
 import tempfile
 import unittest
