@@ -57,6 +57,16 @@ void conn_drain_socket(int fd)
 			break;
 }
 
+/* An abort (an error, a client that never took its echo) ends with a reset,
+ * so that the client cannot take what it got for the whole echo: a plain
+ * close would send the bytes already queued in the kernel, then a FIN. */
+static void reset_on_close(int fd)
+{
+	struct linger l = {.l_onoff = 1, .l_linger = 0};
+
+	setsockopt(fd, SOL_SOCKET, SO_LINGER, &l, sizeof(l));
+}
+
 /* How the connection ended, for the shutdown's summary. */
 static void count_close(struct worker *w, const struct conn *c)
 {
@@ -81,6 +91,8 @@ void conn_destroy(struct worker *w, struct conn *c)
 		  c->flags & CONN_CLEAN ? " after its echo" : " (reset or error)");
 	if (c->flags & CONN_QUIET)
 		conn_drain_socket(c->fd);
+	else if (!(c->flags & CONN_CLEAN))
+		reset_on_close(c->fd);
 	close(c->fd);
 	conn_release_send(w, c);
 	if (c->chain)

@@ -188,12 +188,16 @@ static void find_dest(struct udp *u, struct io_uring_recvmsg_out *out, struct de
 
 /* Was the datagram sent to one of this host's own unicast addresses? For
  * IPv4 the kernel's own choice of reply address (ipi_spec_dst) differs from
- * the destination exactly when that was a broadcast or multicast address. */
+ * the destination exactly when that was a broadcast or multicast address;
+ * it is 0 in a datagram queued before the socket asked (see find_dest). */
 static bool sent_to_unicast(const struct dest *d)
 {
+	in_addr_t to = ntohl(d->v4.ipi_addr.s_addr);
+
 	if (d->family == AF_INET)
-		return d->v4.ipi_addr.s_addr == d->v4.ipi_spec_dst.s_addr &&
-		       !IN_MULTICAST(ntohl(d->v4.ipi_addr.s_addr));
+		return !IN_MULTICAST(to) && to != INADDR_BROADCAST &&
+		       (d->v4.ipi_spec_dst.s_addr == htonl(INADDR_ANY) ||
+			d->v4.ipi_addr.s_addr == d->v4.ipi_spec_dst.s_addr);
 	if (d->family == AF_INET6)
 		return !IN6_IS_ADDR_MULTICAST(&d->v6.ipi6_addr);
 	return true;

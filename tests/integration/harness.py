@@ -61,9 +61,13 @@ MANAGER_ENV = ("LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES", "NOTIFY_SOCKET",
                "WATCHDOG_USEC", "WATCHDOG_PID", "JOURNAL_STREAM")
 
 
-def exiting_re(drained, cut):
-    """The daemon's last line after a shutdown that drained and cut so many."""
-    return r"^<5>exiting: drained %d connections?, cut %d at the deadline$" % (drained, cut)
+def exiting_re(closed, cut, idle=0, reset=0):
+    """The daemon's last line after a shutdown: so many connections closed by
+    their clients, idle ones ended at once, cut at the deadline, and reset."""
+    if closed == cut == idle == reset == 0:
+        return r"^<5>exiting: no connections were open$"
+    return (r"^<5>exiting: %d closed by their clients, %d idle ended at once, %d cut at "
+            r"the deadline, %d reset$" % (closed, idle, cut, reset))
 
 
 def binary():

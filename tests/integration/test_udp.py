@@ -263,11 +263,17 @@ class ReloadAndActivationTest(UdpCase):
         if not activate:
             self.skipTest("systemd-socket-activate not installed")
         port = udp_free_port()
-        d = self.start(args=["-c", "/dev/null"], no_config=True, ready=False,
-                       wrapper=None, env_wrapper=[activate, "--datagram", "-l",
-                                                  "127.0.0.1:%d" % port])
+        d = self.start({"listen": ["127.0.0.1:1"]}, ready=False, forward_env="-E",
+                       wrapper=[activate, "--datagram", "-l", "127.0.0.1:%d" % port])
+        # The wrapper binds, waits for the first datagram, then runs the
+        # daemon, which finds that datagram in the socket.
+        d.wait_log(r"^Listening on 127\.0\.0\.1:%d as " % port)
+        s = udp_client("127.0.0.1", port)
+        s.send(b"the first, which starts the daemon")
         d.wait_log(r"^<5>listening on udp 127\.0\.0\.1:%d \(from systemd" % port)
-        self.echo(udp_client("127.0.0.1", port), b"activated")
+        d.wait_log(r"^<5>ready: 1 listener")
+        self.assertEqual(s.recv(100), b"the first, which starts the daemon")
+        self.echo(s, b"activated")
         self.stop_clean(d)
 
 
