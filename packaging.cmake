@@ -42,7 +42,8 @@ set(CPACK_DEBIAN_PACKAGE_DESCRIPTION [=[ringechod echoes back every byte a TCP c
 connections from one event loop on a Linux io_uring instance with a ring
 of provided receive buffers. It bounds what each client can make it
 buffer, limits connections overall and per address, drains gracefully on
-SIGTERM and reloads its configuration on SIGHUP.
+SIGTERM and reloads its configuration on SIGHUP. Asked to, it also
+echoes UDP datagrams, refusing to be used to bounce or reflect traffic.
 .
 It runs as a sandboxed systemd service with no privileges, either
 socket activated on port 7 (ringechod.socket, IPv4 and IPv6) or binding
