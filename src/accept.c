@@ -14,6 +14,9 @@
 #include <unistd.h>
 
 #define ACCEPT_LOG_INTERVAL_MS 5000
+/* Connections a loop may hold beyond its share plus an eighth before it
+ * hands new ones to a lighter loop. */
+#define ACCEPT_BALANCE_SLACK 16
 
 void accept_init(struct acceptor *a)
 {
@@ -46,17 +49,17 @@ static void arm(struct worker *w, struct accept_view *v)
 	v->armed = true;
 }
 
-void accept_add_listener(struct worker *w, const struct listener *l)
+void accept_add_listener(struct worker *w, uint64_t id, int fd, const char *name)
 {
 	struct accept_view *v;
 
-	if (find(&w->acc, l->id) || w->acc.n == CONFIG_MAX_LISTEN)
+	if (find(&w->acc, id) || w->acc.n == CONFIG_MAX_LISTEN)
 		return;
 	v = &w->acc.v[w->acc.n++];
 	memset(v, 0, sizeof(*v));
-	v->id = l->id;
-	v->fd = l->fd;
-	snprintf(v->name, sizeof(v->name), "%s", l->name);
+	v->id = id;
+	v->fd = fd;
+	snprintf(v->name, sizeof(v->name), "%s", name);
 	arm(w, v);
 }
 
@@ -77,7 +80,7 @@ void accept_remove_listener(struct worker *w, uint64_t id)
 void accept_remove_all(struct worker *w)
 {
 	while (w->acc.n) {
-		if (w->ring.uring.ring_fd > 0)
+		if (worker_ring_usable(w))
 			accept_remove_listener(w, w->acc.v[w->acc.n - 1].id);
 		else
 			w->acc.n--;
@@ -91,13 +94,55 @@ static void resume(struct worker *w)
 		arm(w, &w->acc.v[i]);
 }
 
+/* Every loop's accept waits on the same sockets and the kernel wakes one
+ * of them for each new connection: the one that keeps up keeps getting them
+ * (Cloudflare measured this with epoll's exclusive wake-ups; io_uring's
+ * accepts wait exclusively too). So a loop that holds far more than its share
+ * hands a new connection to the loop holding the fewest, through its mail.
+ * Only on accepts, only when out of balance. */
+static struct worker *lighter_loop(struct worker *w)
+{
+	struct server *s = w->srv;
+	unsigned share = admission_total(&s->admission) / s->nworkers;
+	struct worker *best = NULL;
+	unsigned least = w->nconns;
+
+	if (w->nconns <= share + share / 8 + ACCEPT_BALANCE_SLACK)
+		return NULL;
+	for (unsigned i = 0; i < s->nworkers; i++) {
+		unsigned n =
+		    atomic_load_explicit(&s->workers[i].load, memory_order_relaxed);
+		if (&s->workers[i] != w && n < least) {
+			least = n;
+			best = &s->workers[i];
+		}
+	}
+	return best;
+}
+
+/* Serve fd here, or hand it to a lighter loop. */
+static void place(struct worker *w, int fd, const struct peer_key *peer,
+		  const struct sockaddr_storage *ss)
+{
+	struct worker *to = w->srv->nworkers > 1 ? lighter_loop(w) : NULL;
+	struct mail m = {.type = MAIL_ADOPT, .fd = fd, .peer = *peer, .addr = *ss};
+
+	if (to && mailbox_send(&to->mail, &m, &w->ring, to->ring.uring.ring_fd)) {
+		w->stats.handed_off++;
+		return;
+	}
+	echo_serve(w, fd, peer, ss);
+}
+
 void accept_maybe_resume(struct worker *w)
 {
 	struct acceptor *a = &w->acc;
 
 	if (!a->resume_ms || w->state != WORKER_RUNNING)
 		return;
-	if (w->stats.conns_closed != a->closed_at_pause || w->now_ms >= a->resume_ms)
+	/* A connection closed in any loop frees an fd for this one too. */
+	if (admission_released(&w->srv->admission) != a->closed_at_pause ||
+	    w->now_ms >= a->resume_ms)
 		resume(w);
 }
 
@@ -109,7 +154,7 @@ static void pause_accepts(struct worker *w, const struct accept_view *v, int err
 
 	w->stats.accept_paused++;
 	w->acc.resume_ms = w->now_ms + ACCEPT_PAUSE_MS;
-	w->acc.closed_at_pause = w->stats.conns_closed;
+	w->acc.closed_at_pause = admission_released(&w->srv->admission);
 	if (ratelimit_allow(&w->acc.rl_error, w->now_ms, &dropped))
 		log_warn("accept: %s; pausing accepts on %s%s", strerror(err), v->name,
 			 ratelimit_suffix(dropped));
@@ -148,7 +193,7 @@ static void admit(struct worker *w, int fd)
 	switch (admission_take(&w->srv->admission, &peer, cfg->max_connections,
 			       cfg->max_connections_per_ip)) {
 	case ADMIT_OK:
-		echo_serve(w, fd, &peer, &ss);
+		place(w, fd, &peer, &ss);
 		break;
 	case ADMIT_OVER_MAX:
 		refuse(w, fd, &ss, "max_connections", cfg->max_connections,

@@ -32,14 +32,14 @@ struct acceptor {
 	struct accept_view v[CONFIG_MAX_LISTEN];
 	unsigned n;
 	uint64_t resume_ms;	   /* 0: accepting; else when to try again */
-	uint64_t closed_at_pause;  /* stats.conns_closed when the pause began */
+	uint64_t closed_at_pause;  /* connections closed, every loop, at the pause */
 	struct ratelimit rl_error; /* "accept: Too many open files" */
 	struct ratelimit rl_refuse;
 };
 
 void accept_init(struct acceptor *a);
-/* Start accepting on l in this loop. */
-void accept_add_listener(struct worker *w, const struct listener *l);
+/* Start accepting on listener id (socket fd; name for messages) here. */
+void accept_add_listener(struct worker *w, uint64_t id, int fd, const char *name);
 /* Stop accepting on listener id in this loop. Synchronous: when this
  * returns, this loop's accept has ended and let go of the socket. */
 void accept_remove_listener(struct worker *w, uint64_t id);

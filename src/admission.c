@@ -6,6 +6,7 @@
 int admission_init(struct admission *l)
 {
 	atomic_init(&l->total, 0);
+	atomic_init(&l->released, 0);
 	if (pthread_mutex_init(&l->lock, NULL) != 0)
 		return -ENOMEM;
 	if (peer_table_init(&l->peers) < 0) {
@@ -53,6 +54,12 @@ void admission_release(struct admission *l, const struct peer_key *peer)
 		pthread_mutex_unlock(&l->lock);
 	}
 	atomic_fetch_sub(&l->total, 1);
+	atomic_fetch_add(&l->released, 1);
+}
+
+uint64_t admission_released(struct admission *l)
+{
+	return atomic_load(&l->released);
 }
 
 unsigned admission_total(struct admission *l)

@@ -12,7 +12,8 @@
 #include <stdbool.h>
 
 struct admission {
-	atomic_uint total; /* connections served now, every loop together */
+	atomic_uint total;		/* connections served now, every loop together */
+	atomic_uint_least64_t released; /* ... and closed, ever */
 	pthread_mutex_t lock;
 	struct peer_table peers; /* under lock */
 };
@@ -34,5 +35,7 @@ enum admit_verdict admission_take(struct admission *l, const struct peer_key *pe
 void admission_release(struct admission *l, const struct peer_key *peer);
 /* Connections served now, all loops together. */
 unsigned admission_total(struct admission *l);
+/* Connections closed so far, all loops together. */
+uint64_t admission_released(struct admission *l);
 
 #endif

@@ -58,6 +58,7 @@ static const struct key_spec keys[] = {
     UINT_KEY(drain_idle_ms, 0, 3600000, false),
     UINT_KEY(sqpoll_idle_ms, 0, 60000, false),
     UINT_KEY(batch_wait_us, 0, 10000, false),
+    UINT_KEY(workers, 0, 64, false),
     UINT_KEY(udp_min_source_port, 0, 65535, false),
     UINT_KEY(udp_max_rate_per_ip, 0, 10000000, false),
     UINT_KEY(udp_buffer_count, 8, MAX_RING_ENTRIES, true),
@@ -86,6 +87,7 @@ void config_defaults(struct config *cfg)
 	cfg->drain_idle_ms = 1000;
 	cfg->sqpoll_idle_ms = 0;
 	cfg->batch_wait_us = 20;
+	cfg->workers = 1;
 	cfg->udp_min_source_port = 1024;
 	cfg->udp_max_rate_per_ip = 1000;
 	cfg->udp_buffer_count = 128;

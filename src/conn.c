@@ -19,7 +19,10 @@ struct conn *conn_alloc(struct worker *w, int fd)
 
 	if (!c)
 		return NULL;
-	c->id = w->next_conn_id++;
+	/* Each loop counts in steps of WORKERS_MAX from its own index: ids
+	 * stay unique in the whole daemon and are never reused. */
+	c->id = w->next_conn_id;
+	w->next_conn_id += WORKERS_MAX;
 	c->fd = fd;
 	c->send_bid = -1;
 	c->last_active_ms = c->last_recv_ms = w->now_ms;
@@ -109,6 +112,7 @@ void conn_destroy(struct worker *w, struct conn *c)
 	} else {
 		admission_release(&w->srv->admission, &c->peer);
 		w->nconns--;
+		atomic_store_explicit(&w->load, w->nconns, memory_order_relaxed);
 		count_close(w, c);
 	}
 	free(c);

@@ -556,6 +556,7 @@ void echo_serve(struct worker *w, int fd, const struct peer_key *peer,
 	c->peer = *peer;
 	list_add_tail(&w->idle_lru, &c->lru);
 	w->nconns++;
+	atomic_store_explicit(&w->load, w->nconns, memory_order_relaxed);
 	w->stats.conns_total++;
 	if (log_get_level() >= LOG_DEBUG) {
 		char name[CONFIG_ADDR_TEXT];

@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 #include "lifecycle.h"
+#include "admission.h"
 #include "op.h"
 #include "reload.h"
 #include "server.h"
@@ -62,6 +63,25 @@ void lifecycle_arm(struct server *s, struct worker *w)
 	s->sig_armed = true;
 }
 
+/* Loop 0 about to end: no more signals to read. */
+static bool ended(const struct server *s, const struct worker *w)
+{
+	return w->state == WORKER_DONE && server_others_finished(s);
+}
+
+/* The deadline (or a second signal): every loop cuts its connections. */
+static void cut_all(struct server *s)
+{
+	unsigned n = admission_total(&s->admission);
+
+	if (s->cut_sent)
+		return;
+	s->cut_sent = true;
+	log_notice("shutdown: cutting %u connection%s (echoing what they sent, then EOF)",
+		   n, plural_s(n));
+	server_tell(s, MAIL_CUT);
+}
+
 /* SIGTERM: every listener closes at once, so new clients are refused, and
  * every loop drains its connections until the deadline. */
 static void begin_stop(struct server *s, uint64_t now_ms)
@@ -74,6 +94,7 @@ static void begin_stop(struct server *s, uint64_t now_ms)
 	s->state = SERVER_STOPPING;
 	server_totals(s, &s->at_stop, &n);
 	s->conns_at_stop = n;
+	s->stop_deadline_ms = now_ms + s->cfg.shutdown_timeout_ms;
 	snprintf(status, sizeof(status), "Shutting down: draining %u connection%s", n,
 		 plural_s(n));
 	notify_stopping(&s->notify, status);
@@ -81,8 +102,9 @@ static void begin_stop(struct server *s, uint64_t now_ms)
 	    "shutting down: no new connections; draining %u connection%s for up to "
 	    "%u ms",
 	    n, plural_s(n), s->cfg.shutdown_timeout_ms);
-	for (unsigned i = 0; i < s->nworkers; i++)
-		shutdown_drain(&s->workers[i], now_ms + s->cfg.shutdown_timeout_ms);
+	server_tell(s, MAIL_DRAIN);
+	if (s->cfg.shutdown_timeout_ms == 0)
+		cut_all(s);
 }
 
 static void on_stop_signal(struct server *s, struct worker *w, const char *name)
@@ -90,19 +112,37 @@ static void on_stop_signal(struct server *s, struct worker *w, const char *name)
 	if (s->state == SERVER_RUNNING) {
 		log_notice("%s received", name);
 		begin_stop(s, w->now_ms);
-	} else {
+	} else if (!s->cut_sent) {
 		log_notice("%s received again: not waiting for the drain", name);
-		for (unsigned i = 0; i < s->nworkers; i++)
-			shutdown_cut(&s->workers[i]);
+		cut_all(s);
 	}
 }
 
-static void log_stats(struct server *s)
+void lifecycle_abort(struct server *s)
 {
-	char line[1024];
+	if (s->state == SERVER_RUNNING)
+		begin_stop(s, worker_clock_ms());
+	cut_all(s);
+}
 
-	server_format_stats(s, line, sizeof(line));
-	log_info("stats: %s", line);
+/* A loop failed (its ring broke): stop the daemon, fast, with a clear
+ * reason, rather than serve on with part of it gone. */
+static void check_failures(struct server *s, struct worker *w)
+{
+	for (unsigned i = 1; i < s->nworkers; i++) {
+		if (!atomic_load(&s->workers[i].failed) || s->exit_status)
+			continue;
+		log_error("loop %u failed (see above); stopping the daemon", i);
+		s->exit_status = 1;
+		if (s->state == SERVER_RUNNING)
+			begin_stop(s, w->now_ms);
+		cut_all(s);
+	}
+}
+
+void lifecycle_on_doorbell(struct server *s, struct worker *w)
+{
+	check_failures(s, w);
 }
 
 static void handle_signal(struct server *s, struct worker *w, uint32_t signo)
@@ -118,7 +158,7 @@ static void handle_signal(struct server *s, struct worker *w, uint32_t signo)
 		reload_apply(s);
 		break;
 	case SIGUSR1:
-		log_stats(s);
+		server_log_stats(s);
 		break;
 	}
 }
@@ -150,8 +190,21 @@ void lifecycle_on_signal(struct server *s, struct worker *w,
 		return;
 	}
 	drain_signals(s, w);
-	if (w->state != WORKER_DONE)
+	if (!ended(s, w))
 		lifecycle_arm(s, w);
+}
+
+static bool loops_alive(const struct server *s, uint64_t now_ms)
+{
+	uint64_t limit = 2 * s->notify.watchdog_ms;
+
+	for (unsigned i = 1; i < s->nworkers; i++) {
+		const struct worker *w = &s->workers[i];
+		if (!atomic_load(&w->finished) &&
+		    now_ms - atomic_load(&w->heartbeat_ms) > limit)
+			return false;
+	}
+	return true;
 }
 
 uint64_t lifecycle_tick_ms(const struct server *s)
@@ -167,9 +220,19 @@ void lifecycle_tick(struct server *s, struct worker *w)
 	 * not see a signal sent to our thread alone (tgkill); look each tick. */
 	if (w->ring.flags & IORING_SETUP_SQPOLL)
 		drain_signals(s, w);
-	if (!s->sig_armed && w->state != WORKER_DONE)
+	if (!s->sig_armed && !ended(s, w))
 		lifecycle_arm(s, w);
-	notify_watchdog(&s->notify, w->now_ms);
+	check_failures(s, w);
+	if (s->state == SERVER_STOPPING && !s->cut_sent &&
+	    w->now_ms >= s->stop_deadline_ms) {
+		unsigned n = admission_total(&s->admission);
+		log_notice("shutdown: %u connection%s still open at the %u ms deadline",
+			   n, plural_s(n), s->cfg.shutdown_timeout_ms);
+		cut_all(s);
+	}
+	/* A loop that stopped ticking stops the pings: systemd ends the lot. */
+	if (loops_alive(s, w->now_ms))
+		notify_watchdog(&s->notify, w->now_ms);
 	if (notify_status_due(&s->notify, w->now_ms)) {
 		server_format_status(s, status, sizeof(status));
 		notify_status(&s->notify, w->now_ms, status);

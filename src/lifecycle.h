@@ -24,5 +24,9 @@ void lifecycle_tick(struct server *s, struct worker *w);
 uint64_t lifecycle_tick_ms(const struct server *s);
 /* Log the closing line once every loop has ended. */
 void lifecycle_finish(struct server *s);
+/* Another loop rang loop 0's doorbell: has one failed? */
+void lifecycle_on_doorbell(struct server *s, struct worker *w);
+/* Stop every loop at once (loop 0 broke, or start-up failed half way). */
+void lifecycle_abort(struct server *s);
 
 #endif

@@ -17,15 +17,17 @@
 #include <stdint.h>
 
 enum op_type {
-	OP_NONE = 0, /* never used, so a zeroed user_data is recognisable */
-	OP_ACCEPT,   /* id: listener id */
-	OP_RECV,     /* id: connection id */
-	OP_SEND,     /* id: connection id */
-	OP_CANCEL,   /* id: whatever was cancelled; result only logged */
-	OP_SIGNAL,   /* signalfd poll; id unused */
-	OP_TIMER,    /* the loop's one timer; id: timer generation */
-	OP_UDP_RECV, /* multishot recvmsg on a UDP socket; id: listener id */
-	OP_UDP_SEND, /* a datagram's reply; id: the buffer it is sent from */
+	OP_NONE = 0,  /* never used, so a zeroed user_data is recognisable */
+	OP_ACCEPT,    /* id: listener id */
+	OP_RECV,      /* id: connection id */
+	OP_SEND,      /* id: connection id */
+	OP_CANCEL,    /* id: whatever was cancelled; result only logged */
+	OP_SIGNAL,    /* signalfd poll; id unused */
+	OP_TIMER,     /* the loop's one timer; id: timer generation */
+	OP_UDP_RECV,  /* multishot recvmsg on a UDP socket; id: listener id */
+	OP_UDP_SEND,  /* a datagram's reply; id: the buffer it is sent from */
+	OP_MAIL,      /* another loop rang our doorbell: mail waits; id unused */
+	OP_MAIL_SENT, /* our doorbell SQE, if it failed; id unused */
 	OP_TYPE_MAX
 };
 

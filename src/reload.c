@@ -18,6 +18,7 @@ static void keep_restart_only(struct config *next, const struct config *cur)
 	    {"buffer_count", offsetof(struct config, buffer_count)},
 	    {"sqpoll_idle_ms", offsetof(struct config, sqpoll_idle_ms)},
 	    {"udp_buffer_count", offsetof(struct config, udp_buffer_count)},
+	    {"workers", offsetof(struct config, workers)},
 	    {"udp_max_datagram", offsetof(struct config, udp_max_datagram)},
 	};
 

@@ -68,18 +68,30 @@ static const char *explain_setup_error(int err)
 	return "io_uring set-up failed";
 }
 
-static int try_setup(struct ring *r, unsigned entries, unsigned flags, unsigned idle_ms)
+static int try_setup(struct ring *r, unsigned entries, unsigned flags, unsigned idle_ms,
+		     int wq_fd)
 {
 	struct io_uring_params p;
+	int ret;
 
 	memset(&p, 0, sizeof(p));
 	p.flags = flags | IORING_SETUP_CQSIZE;
 	p.cq_entries = entries * RING_CQ_FACTOR;
 	p.sq_thread_idle = idle_ms;
+	if (wq_fd >= 0) {
+		/* One pool of io-wq workers for every loop's ring. */
+		p.flags |= IORING_SETUP_ATTACH_WQ;
+		p.wq_fd = (unsigned)wq_fd;
+		ret = io_uring_queue_init_params(entries, &r->uring, &p);
+		if (ret != -EINVAL)
+			return ret;
+		p.flags &= ~IORING_SETUP_ATTACH_WQ;
+	}
 	return io_uring_queue_init_params(entries, &r->uring, &p);
 }
 
-int ring_init(struct ring *r, unsigned entries, unsigned sqpoll_idle_ms, const char **why)
+int ring_init(struct ring *r, unsigned entries, unsigned sqpoll_idle_ms, int wq_fd,
+	      const char **why)
 {
 	const unsigned *list = sqpoll_idle_ms ? setup_sqpoll : setup_plain;
 	size_t n = sqpoll_idle_ms ? sizeof(setup_sqpoll) / sizeof(setup_sqpoll[0])
@@ -88,7 +100,7 @@ int ring_init(struct ring *r, unsigned entries, unsigned sqpoll_idle_ms, const c
 
 	memset(r, 0, sizeof(*r));
 	for (size_t i = 0; i < n; i++) {
-		ret = try_setup(r, entries, list[i], sqpoll_idle_ms);
+		ret = try_setup(r, entries, list[i], sqpoll_idle_ms, wq_fd);
 		if (ret == 0) {
 			r->flags = list[i];
 			break;

@@ -23,9 +23,10 @@ struct ring {
 
 typedef void (*ring_cqe_fn)(void *ctx, const struct io_uring_cqe *cqe);
 
-/* Set up with the fastest flags the kernel accepts. 0 or -errno; on failure
- * *why holds one line for the user (io_uring missing, disabled, blocked). */
-int ring_init(struct ring *r, unsigned entries, unsigned sqpoll_idle_ms,
+/* Set up with the fastest flags the kernel accepts, sharing the io-wq of
+ * the ring wq_fd (-1: none). 0 or -errno; on failure *why holds one line for
+ * the user (io_uring missing, disabled, blocked). */
+int ring_init(struct ring *r, unsigned entries, unsigned sqpoll_idle_ms, int wq_fd,
 	      const char **why);
 void ring_deinit(struct ring *r);
 

@@ -36,44 +36,126 @@ static void raise_fd_limit(const struct config *cfg)
 		    cfg->max_connections, (unsigned long long)rl.rlim_cur);
 }
 
-void server_totals(const struct server *s, struct stats *st, unsigned *nconns)
+/* Send m to every loop but 0 (loop 0 applies its own directly) and, when
+ * wait, until each has handled it. Only loop 0's thread sends. */
+static void tell_others(struct server *s, struct mail m, bool wait)
 {
-	memset(st, 0, sizeof(*st));
-	*nconns = 0;
+	struct worker *w0 = &s->workers[0];
+	struct mail_wait done;
+
+	if (s->nworkers < 2)
+		return;
+	mail_wait_init(&done, s->nworkers - 1);
+	m.wait = wait ? &done : NULL;
+	for (unsigned i = 1; i < s->nworkers; i++) {
+		struct worker *w = &s->workers[i];
+		if (!mailbox_send(&w->mail, &m, &w0->ring, w->ring.uring.ring_fd) && wait)
+			mail_wait_done(&done); /* that loop has ended */
+	}
+	if (wait)
+		mail_wait_all(&done);
+	mail_wait_deinit(&done);
+}
+
+void server_tell(struct server *s, enum mail_type type)
+{
+	struct mail m = {.type = type};
+
+	tell_others(s, m, false);
+	worker_apply_mail(&s->workers[0], &m);
+}
+
+/* Each loop's counters; from the loops themselves while they run. */
+static void collect(const struct server *s, struct stats *st, unsigned *n, uint64_t *ovf)
+{
 	for (unsigned i = 0; i < s->nworkers; i++) {
-		stats_add(st, &s->workers[i].stats);
-		*nconns += s->workers[i].nconns;
+		struct mail m = {.type = MAIL_STATS,
+				 .stats = &st[i],
+				 .nconns = &n[i],
+				 .overflows = &ovf[i]};
+		if (i == 0 || !s->threads_running)
+			worker_apply_mail(&s->workers[i], &m);
+	}
+	if (s->threads_running) {
+		struct mail_wait done;
+		mail_wait_init(&done, s->nworkers - 1);
+		for (unsigned i = 1; i < s->nworkers; i++) {
+			struct worker *w = &s->workers[i];
+			struct mail m = {.type = MAIL_STATS,
+					 .stats = &st[i],
+					 .nconns = &n[i],
+					 .overflows = &ovf[i],
+					 .wait = &done};
+			if (!mailbox_send(&w->mail, &m, &s->workers[0].ring,
+					  w->ring.uring.ring_fd)) {
+				worker_apply_mail(w, &m); /* ended: its counters stay */
+			}
+		}
+		mail_wait_all(&done);
+		mail_wait_deinit(&done);
 	}
 }
 
-void server_format_stats(const struct server *s, char *buf, size_t len)
+void server_totals(const struct server *s, struct stats *st, unsigned *nconns)
 {
-	uint64_t overflows = 0;
-	struct stats st;
-	unsigned n;
-	int o;
+	struct stats each[WORKERS_MAX];
+	unsigned n[WORKERS_MAX];
+	uint64_t ovf[WORKERS_MAX];
 
-	server_totals(s, &st, &n);
-	for (unsigned i = 0; i < s->nworkers; i++)
-		overflows += s->workers[i].ring.cq_overflows;
-	o = snprintf(
+	collect(s, each, n, ovf);
+	memset(st, 0, sizeof(*st));
+	*nconns = 0;
+	for (unsigned i = 0; i < s->nworkers; i++) {
+		stats_add(st, &each[i]);
+		*nconns += n[i];
+	}
+}
+
+/* One stats line: the counters of st, n connections, ovf CQ overflows. */
+static void format_stats(const struct stats *st, unsigned n, uint64_t ovf, char *buf,
+			 size_t len)
+{
+	int o = snprintf(
 	    buf, len,
 	    "connections=%u total=%llu bytes=%llu messages=%llu refused_max=%llu "
 	    "refused_per_ip=%llu idle_closed=%llu bufring_empty=%llu "
 	    "starved_retries=%llu short_sends=%llu chained_sends=%llu "
-	    "accept_paused=%llu send_timeouts=%llu cq_overflow=%llu "
+	    "accept_paused=%llu send_timeouts=%llu handed_off=%llu cq_overflow=%llu "
 	    "udp_datagrams=%llu udp_bytes=%llu",
-	    n, (unsigned long long)st.conns_total, (unsigned long long)st.bytes,
-	    (unsigned long long)st.messages, (unsigned long long)st.refused_max,
-	    (unsigned long long)st.refused_per_ip, (unsigned long long)st.idle_closed,
-	    (unsigned long long)st.bufring_empty, (unsigned long long)st.starved_retries,
-	    (unsigned long long)st.short_sends, (unsigned long long)st.chained_sends,
-	    (unsigned long long)st.accept_paused, (unsigned long long)st.send_timeouts,
-	    (unsigned long long)overflows, (unsigned long long)st.udp_datagrams,
-	    (unsigned long long)st.udp_bytes);
+	    n, (unsigned long long)st->conns_total, (unsigned long long)st->bytes,
+	    (unsigned long long)st->messages, (unsigned long long)st->refused_max,
+	    (unsigned long long)st->refused_per_ip, (unsigned long long)st->idle_closed,
+	    (unsigned long long)st->bufring_empty,
+	    (unsigned long long)st->starved_retries, (unsigned long long)st->short_sends,
+	    (unsigned long long)st->chained_sends, (unsigned long long)st->accept_paused,
+	    (unsigned long long)st->send_timeouts, (unsigned long long)st->handed_off,
+	    (unsigned long long)ovf, (unsigned long long)st->udp_datagrams,
+	    (unsigned long long)st->udp_bytes);
+
 	for (int i = 0; i < UDP_DROP_REASONS && o > 0 && (size_t)o < len; i++)
 		o += snprintf(buf + o, len - o, " udp_dropped_%s=%llu", udp_drop_name(i),
-			      (unsigned long long)st.udp_dropped[i]);
+			      (unsigned long long)st->udp_dropped[i]);
+}
+
+void server_log_stats(struct server *s)
+{
+	struct stats each[WORKERS_MAX], total = {0};
+	unsigned n[WORKERS_MAX], nt = 0;
+	uint64_t ovf[WORKERS_MAX], ovft = 0;
+	char line[1024];
+
+	collect(s, each, n, ovf);
+	for (unsigned i = 0; i < s->nworkers; i++) {
+		stats_add(&total, &each[i]);
+		nt += n[i];
+		ovft += ovf[i];
+	}
+	format_stats(&total, nt, ovft, line, sizeof(line));
+	log_info("stats: %s", line);
+	for (unsigned i = 0; s->nworkers > 1 && i < s->nworkers; i++) {
+		format_stats(&each[i], n[i], ovf[i], line, sizeof(line));
+		log_info("worker %u: %s", i, line);
+	}
 }
 
 static uint64_t udp_dropped(const struct stats *st)
@@ -107,27 +189,44 @@ void server_format_status(const struct server *s, char *buf, size_t len)
 
 int server_add_listener(struct server *s, struct listener *l)
 {
+	struct mail m = {.type = MAIL_ADD_LISTENER, .id = l->id, .fd = l->fd};
+
 	if (l->dgram) /* one loop serves UDP: see README, "Scaling out" */
 		return udp_add_listener(&s->workers[0], l);
-	for (unsigned i = 0; i < s->nworkers; i++)
-		accept_add_listener(&s->workers[i], l);
+	snprintf(m.name, sizeof(m.name), "%s", l->name);
+	accept_add_listener(&s->workers[0], l->id, l->fd, l->name);
+	tell_others(s, m, false);
 	return 0;
 }
 
 void server_close_listener(struct server *s, struct listener *l)
 {
-	if (l->dgram)
+	struct mail m = {.type = MAIL_REMOVE_LISTENER, .id = l->id};
+
+	if (l->dgram) {
 		udp_remove_listener(&s->workers[0], l->id);
-	for (unsigned i = 0; !l->dgram && i < s->nworkers; i++)
-		accept_remove_listener(&s->workers[i], l->id);
+	} else {
+		accept_remove_listener(&s->workers[0], l->id);
+		tell_others(s, m, true); /* every loop has let go of it */
+	}
 	log_notice("stopped listening on %s%s", l->dgram ? "udp " : "", l->name);
 	listeners_remove(&s->listeners, l);
 }
 
 void server_share_config(struct server *s)
 {
-	for (unsigned i = 0; i < s->nworkers; i++)
-		s->workers[i].cfg = s->cfg;
+	struct mail m = {.type = MAIL_CONFIG, .cfg = &s->cfg};
+
+	s->workers[0].cfg = s->cfg;
+	tell_others(s, m, true); /* s->cfg may change once all have copied it */
+}
+
+bool server_others_finished(const struct server *s)
+{
+	for (unsigned i = 1; i < s->nworkers; i++)
+		if (!atomic_load(&s->workers[i].finished))
+			return false;
+	return true;
 }
 
 static int setup_listeners(struct server *s)
@@ -148,20 +247,63 @@ static int setup_listeners(struct server *s)
 	return 0;
 }
 
+/* workers = 0: one loop per online CPU. */
+static unsigned how_many_workers(const struct config *cfg)
+{
+	long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+	unsigned n = cfg->workers;
+
+	if (n == 0)
+		n = cpus > 0 ? (unsigned)cpus : 1;
+	return n > WORKERS_MAX ? WORKERS_MAX : n;
+}
+
+/* Loops 1.. on threads of their own, each setting up its own ring (a ring
+ * takes submissions from the thread that made it). */
+static int start_threads(struct server *s)
+{
+	struct mail_wait started;
+	int ret = 0;
+
+	mail_wait_init(&started, s->nworkers - 1);
+	for (unsigned i = 1; i < s->nworkers; i++) {
+		int err = worker_start_thread(&s->workers[i], &started);
+		if (err < 0) {
+			log_errno(LOG_ERR, -err, "cannot start loop %u", i);
+			for (unsigned k = i; k < s->nworkers; k++)
+				mail_wait_done(&started);
+			ret = 1;
+			break;
+		}
+	}
+	mail_wait_all(&started);
+	mail_wait_deinit(&started);
+	for (unsigned i = 1; i < s->nworkers && !ret; i++)
+		ret = s->workers[i].start_status;
+	s->threads_running = true;
+	return ret;
+}
+
 static int setup_workers(struct server *s)
 {
-	s->nworkers = 1;
+	int ret;
+
+	s->nworkers = how_many_workers(&s->cfg);
 	s->workers = calloc(s->nworkers, sizeof(*s->workers));
 	if (!s->workers) {
 		log_error("out of memory");
 		return 1;
 	}
 	for (unsigned i = 0; i < s->nworkers; i++) {
-		int ret = worker_init(&s->workers[i], s, i, &s->cfg);
-		if (ret)
-			return ret;
+		s->workers[i].srv = s;
+		s->workers[i].index = i;
+		if (mailbox_init(&s->workers[i].mail) < 0)
+			return 1;
 	}
-	return 0;
+	ret = worker_init(&s->workers[0], s, 0, &s->cfg, -1);
+	if (ret == 0 && s->nworkers > 1)
+		log_info("%u loops, one thread each", s->nworkers);
+	return ret;
 }
 
 int server_init(struct server *s, const struct config *cfg, const struct config_cli *cli)
@@ -187,6 +329,8 @@ int server_init(struct server *s, const struct config *cfg, const struct config_
 	ret = setup_workers(s);
 	if (ret == 0)
 		ret = setup_listeners(s);
+	if (ret == 0 && s->nworkers > 1)
+		ret = start_threads(s);
 	if (ret)
 		return ret;
 	lifecycle_arm(s, &s->workers[0]);
@@ -206,14 +350,32 @@ int server_run(struct server *s)
 {
 	int ret = worker_run(&s->workers[0]);
 
+	if (ret != 0) /* loop 0 is broken: stop the others as fast as they can */
+		lifecycle_abort(s);
+	server_join(s);
 	lifecycle_finish(s);
-	return ret;
+	return ret ? ret : s->exit_status;
+}
+
+void server_join(struct server *s)
+{
+	for (unsigned i = 1; s->workers && i < s->nworkers; i++) {
+		if (s->workers[i].thread_started)
+			pthread_join(s->workers[i].thread, NULL);
+		s->workers[i].thread_started = false;
+	}
+	s->threads_running = false;
 }
 
 void server_deinit(struct server *s)
 {
+	if (s->threads_running) /* a failed start-up: the others end at once */
+		lifecycle_abort(s);
+	server_join(s);
+	if (s->workers)
+		worker_deinit(&s->workers[0]);
 	for (unsigned i = 0; s->workers && i < s->nworkers; i++)
-		worker_deinit(&s->workers[i]);
+		mailbox_deinit(&s->workers[i].mail);
 	listeners_close_all(&s->listeners);
 	free(s->workers);
 	s->workers = NULL;

@@ -9,6 +9,7 @@
 #include "admission.h"
 #include "listener.h"
 #include "log.h"
+#include "mailbox.h"
 #include "notify.h"
 #include "stats.h"
 
@@ -38,8 +39,12 @@ struct server {
 	bool sig_armed;
 	struct worker *workers;
 	unsigned nworkers;
-	unsigned conns_at_stop; /* for the last log line: connections and */
-	struct stats at_stop;	/* counters when the shutdown began */
+	bool threads_running;	   /* loops 1.. are on their threads */
+	int exit_status;	   /* 1 once a loop has failed */
+	uint64_t stop_deadline_ms; /* the drain's end (lifecycle.c) */
+	bool cut_sent;		   /* ... and the loops were told to cut */
+	unsigned conns_at_stop;	   /* for the last log line: connections and */
+	struct stats at_stop;	   /* counters when the shutdown began */
 	char reload_problem[RELOAD_PROBLEM_LEN]; /* reload.c: "" when none */
 };
 
@@ -56,12 +61,19 @@ int server_add_listener(struct server *s, struct listener *l);
 /* Stop accepting on l in every loop, then close it. Synchronous: the
  * socket is gone from the kernel when this returns. */
 void server_close_listener(struct server *s, struct listener *l);
-/* Give every loop a copy of s->cfg. */
+/* Give every loop a copy of s->cfg (and wait until each has it). */
 void server_share_config(struct server *s);
+/* Tell every loop to drain (MAIL_DRAIN) or cut (MAIL_CUT). */
+void server_tell(struct server *s, enum mail_type type);
 /* Counters of every loop added up, and the connections they serve now. */
 void server_totals(const struct server *s, struct stats *st, unsigned *nconns);
-/* One-line counters, for SIGUSR1 and STATUS=. */
-void server_format_stats(const struct server *s, char *buf, size_t len);
+/* SIGUSR1: the totals on one line, then one line per loop if several. */
+void server_log_stats(struct server *s);
+/* STATUS=: connections, messages, bytes, refusals, datagrams. */
 void server_format_status(const struct server *s, char *buf, size_t len);
+/* Have loops 1.. all ended? */
+bool server_others_finished(const struct server *s);
+/* Wait for loops 1.. to end (and free what they held). */
+void server_join(struct server *s);
 
 #endif

@@ -15,9 +15,7 @@ void shutdown_cut(struct worker *w)
 	if (w->state == WORKER_CUTTING || w->state == WORKER_DONE)
 		return;
 	w->state = WORKER_CUTTING;
-	w->deadline_ms = w->now_ms + CUT_GRACE_MS;
-	log_notice("shutdown: cutting %u connection%s (echoing what they sent, then EOF)",
-		   w->nconns, plural_s(w->nconns));
+	w->deadline_ms = worker_clock_ms() + CUT_GRACE_MS;
 	worker_each_conn(w, cut_deadline);
 }
 
@@ -48,28 +46,20 @@ static void end_or_reset(struct worker *w, struct conn *c)
 		echo_reset(w, c);
 }
 
-void shutdown_drain(struct worker *w, uint64_t deadline_ms)
+void shutdown_drain(struct worker *w)
 {
 	if (w->state != WORKER_RUNNING)
 		return;
 	w->state = WORKER_DRAINING;
-	w->deadline_ms = deadline_ms;
 	end_idle(w);
-	if (w->now_ms >= deadline_ms)
-		shutdown_cut(w);
 }
 
 void shutdown_tick(struct worker *w)
 {
 	if (w->state == WORKER_DRAINING)
 		end_idle(w);
-	if (w->state == WORKER_DRAINING && w->now_ms >= w->deadline_ms) {
-		log_notice("shutdown: %u connection%s still open at the %u ms deadline",
-			   w->nconns, plural_s(w->nconns), w->cfg.shutdown_timeout_ms);
-		shutdown_cut(w);
-	} else if (w->state == WORKER_CUTTING && w->now_ms >= w->deadline_ms) {
+	else if (w->state == WORKER_CUTTING && w->now_ms >= w->deadline_ms)
 		worker_each_conn(w, end_or_reset);
-	}
 }
 
 void shutdown_after_batch(struct worker *w)

@@ -13,8 +13,9 @@ struct worker;
  * remaining connections are closed, or reset if they owe their client. */
 #define CUT_GRACE_MS 500
 
-/* No new connections; serve the open ones until deadline_ms. */
-void shutdown_drain(struct worker *w, uint64_t deadline_ms);
+/* No new connections; serve the open ones (until loop 0 says cut), ending
+ * those that owe nothing and are silent (drain_idle_ms). */
+void shutdown_drain(struct worker *w);
 /* Every connection: receive no more, echo what was received, clean EOF. */
 void shutdown_cut(struct worker *w);
 /* Deadlines, and idle connections during the drain. */

@@ -31,6 +31,7 @@ struct stats {
 	uint64_t chained_sends;	  /* sends of several held buffers at once */
 	uint64_t accept_paused;	  /* accept pauses on EMFILE/ENFILE/ENOMEM */
 	uint64_t send_timeouts;	  /* reset by send_timeout_ms */
+	uint64_t handed_off;	  /* accepted here, served by a lighter loop */
 	/* How connections ended (refused ones not counted): */
 	uint64_t conns_closed;	    /* all of them */
 	uint64_t closed_by_client;  /* the client's EOF, its echo complete */

@@ -146,7 +146,7 @@ void udp_deinit(struct worker *w)
 	struct udp *u = &w->udp;
 
 	while (u->n) {
-		if (w->ring.uring.ring_fd > 0)
+		if (worker_ring_usable(w))
 			udp_remove_listener(w, u->v[u->n - 1].id);
 		else
 			u->n--;

@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 #include "worker.h"
 #include "accept.h"
+#include "admission.h"
 #include "conn.h"
 #include "echo.h"
 #include "lifecycle.h"
@@ -9,6 +10,7 @@
 #include "shutdown.h"
 
 #include <errno.h>
+#include <unistd.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -56,9 +58,32 @@ static void arm_tick(struct worker *w)
 	w->tick_armed = true;
 }
 
+/* For tests of a loop's fatal error (tests/integration/test_workers.py):
+ * RINGECHO_TEST_BREAK_LOOP=K breaks loop K's ring at its first tick, so
+ * that its next io_uring_enter fails as a broken ring would. */
+static void maybe_break_ring(struct worker *w)
+{
+	const char *k = getenv("RINGECHO_TEST_BREAK_LOOP");
+
+	if (!k || strtoul(k, NULL, 10) != w->index)
+		return;
+	log_warn("loop %u: breaking its ring, as RINGECHO_TEST_BREAK_LOOP asks",
+		 w->index);
+	if (w->ring.fd_registered)
+		io_uring_unregister_ring_fd(&w->ring.uring);
+	w->ring.fd_registered = false;
+	close(w->ring.uring.ring_fd);
+}
+
 static void on_tick(struct worker *w)
 {
+	if (!w->ticked) {
+		w->ticked = true;
+		maybe_break_ring(w);
+	}
 	w->tick_armed = false;
+	atomic_store(&w->heartbeat_ms, w->now_ms);
+	worker_read_mail(w); /* in case a doorbell could not be rung */
 	echo_tick(w);
 	udp_tick(w);
 	accept_maybe_resume(w);
@@ -93,6 +118,12 @@ static void dispatch(void *ctx, const struct io_uring_cqe *cqe)
 	case OP_UDP_SEND:
 		udp_on_send(w, cqe);
 		break;
+	case OP_MAIL:
+		worker_read_mail(w);
+		if (w->index == 0)
+			lifecycle_on_doorbell(w->srv, w);
+		break;
+	case OP_MAIL_SENT:
 	case OP_CANCEL:
 	case OP_NONE:
 	case OP_TYPE_MAX:
@@ -115,15 +146,24 @@ static unsigned batch_target(const struct worker *w)
 	return w->sends_queued + recvs;
 }
 
+/* Loop 0 carries the signals and the shutdown's end: it goes on until every
+ * other loop has finished too. */
+static bool loop_done(const struct worker *w)
+{
+	return w->state == WORKER_DONE &&
+	       (w->index != 0 || server_others_finished(w->srv));
+}
+
 int worker_run(struct worker *w)
 {
 	if (!w->tick_armed)
 		arm_tick(w);
-	while (w->state != WORKER_DONE) {
+	while (!loop_done(w)) {
 		int ret = ring_wait(&w->ring, batch_target(w), w->cfg.batch_wait_us);
 
 		if (ret < 0) {
-			log_errno(LOG_ERR, -ret, "io_uring_enter");
+			log_errno(LOG_ERR, -ret, "loop %u: io_uring_enter", w->index);
+			w->broken = true;
 			return 1;
 		}
 		w->sends_queued = 0;
@@ -137,7 +177,7 @@ int worker_run(struct worker *w)
 		udp_after_batch(w);
 		accept_maybe_resume(w);
 		shutdown_after_batch(w);
-		if (!w->tick_armed && w->state != WORKER_DONE)
+		if (!w->tick_armed && !loop_done(w))
 			arm_tick(w);
 	}
 	return 0;
@@ -168,17 +208,18 @@ void worker_each_conn(struct worker *w, void (*fn)(struct worker *, struct conn 
 
 void worker_flush(struct worker *w)
 {
-	if (io_uring_sq_ready(&w->ring.uring))
+	if (worker_ring_usable(w) && io_uring_sq_ready(&w->ring.uring))
 		io_uring_submit(&w->ring.uring);
 }
 
-static int setup_ring(struct worker *w)
+static int setup_ring(struct worker *w, int wq_fd)
 {
 	const char *why = NULL;
 	char desc[128];
 	int ret;
 
-	ret = ring_init(&w->ring, w->cfg.ring_entries, w->cfg.sqpoll_idle_ms, &why);
+	ret =
+	    ring_init(&w->ring, w->cfg.ring_entries, w->cfg.sqpoll_idle_ms, wq_fd, &why);
 	if (ret < 0) {
 		log_errno(LOG_ERR, -ret, "%s", why);
 		return EXIT_UNAVAILABLE;
@@ -205,14 +246,13 @@ static int setup_ring(struct worker *w)
 }
 
 int worker_init(struct worker *w, struct server *srv, unsigned index,
-		const struct config *cfg)
+		const struct config *cfg, int wq_fd)
 {
-	memset(w, 0, sizeof(*w));
 	w->srv = srv;
 	w->index = index;
 	w->cfg = *cfg;
 	w->ring.uring.ring_fd = -1;
-	w->next_conn_id = 1;
+	w->next_conn_id = index + 1;
 	w->now_ms = worker_clock_ms();
 	accept_init(&w->acc);
 	udp_init(&w->udp);
@@ -225,7 +265,7 @@ int worker_init(struct worker *w, struct server *srv, unsigned index,
 		log_error("out of memory");
 		return 1;
 	}
-	return setup_ring(w);
+	return setup_ring(w, wq_fd);
 }
 
 void worker_deinit(struct worker *w)
@@ -238,4 +278,108 @@ void worker_deinit(struct worker *w)
 	bufring_deinit(&w->bufs, &w->ring.uring);
 	ring_deinit(&w->ring);
 	conn_table_deinit(&w->conns);
+}
+
+void worker_apply_mail(struct worker *w, const struct mail *m)
+{
+	switch (m->type) {
+	case MAIL_ADD_LISTENER:
+		accept_add_listener(w, m->id, m->fd, m->name);
+		break;
+	case MAIL_REMOVE_LISTENER:
+		accept_remove_listener(w, m->id);
+		break;
+	case MAIL_CONFIG:
+		w->cfg = *m->cfg;
+		break;
+	case MAIL_DRAIN:
+		shutdown_drain(w);
+		break;
+	case MAIL_CUT:
+		shutdown_cut(w);
+		break;
+	case MAIL_ADOPT:
+		if (w->state < WORKER_CUTTING) {
+			echo_serve(w, m->fd, &m->peer, &m->addr);
+		} else { /* as the accepting loop would have done */
+			admission_release(&w->srv->admission, &m->peer);
+			close(m->fd);
+		}
+		break;
+	case MAIL_STATS:
+		*m->stats = w->stats;
+		*m->nconns = w->nconns;
+		*m->overflows = w->ring.cq_overflows;
+		break;
+	}
+	if (m->wait)
+		mail_wait_done(m->wait);
+}
+
+void worker_read_mail(struct worker *w)
+{
+	struct mail m;
+
+	while (mailbox_take(&w->mail, &m))
+		worker_apply_mail(w, &m);
+}
+
+/* Accept on every listener the server has now (TCP only: UDP is loop 0's). */
+static void take_listeners(struct worker *w)
+{
+	const struct listeners *ls = &w->srv->listeners;
+
+	for (unsigned i = 0; i < ls->n; i++)
+		if (!ls->v[i].dgram)
+			accept_add_listener(w, ls->v[i].id, ls->v[i].fd, ls->v[i].name);
+}
+
+/* The loop has ended: answer what mail is left (nothing more is done with
+ * it), tell loop 0 while our ring still works, then free everything. */
+static void end_thread(struct worker *w)
+{
+	struct server *s = w->srv;
+	struct mail m;
+
+	mailbox_close(&w->mail);
+	while (mailbox_take(&w->mail, &m)) {
+		if (m.type == MAIL_STATS)
+			worker_apply_mail(w, &m);
+		else if (m.wait)
+			mail_wait_done(m.wait);
+	}
+	atomic_store(&w->finished, true);
+	if (worker_ring_usable(w))
+		mailbox_ring(&w->ring, s->workers[0].ring.uring.ring_fd);
+	worker_flush(w);
+	worker_deinit(w);
+}
+
+static void *worker_thread(void *arg)
+{
+	struct worker *w = arg;
+	struct server *s = w->srv;
+
+	w->start_status =
+	    worker_init(w, s, w->index, &s->cfg, s->workers[0].ring.uring.ring_fd);
+	if (w->start_status == 0)
+		take_listeners(w);
+	worker_flush(w);
+	mail_wait_done(w->started);
+	if (w->start_status == 0 && worker_run(w) != 0)
+		atomic_store(&w->failed, true);
+	end_thread(w);
+	return NULL;
+}
+
+int worker_start_thread(struct worker *w, struct mail_wait *started)
+{
+	int err;
+
+	w->started = started;
+	err = pthread_create(&w->thread, NULL, worker_thread, w);
+	if (err)
+		return -err;
+	w->thread_started = true;
+	return 0;
 }

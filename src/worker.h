@@ -10,11 +10,14 @@
 #include "config.h"
 #include "conn_table.h"
 #include "list.h"
+#include "mailbox.h"
 #include "ring.h"
 #include "stats.h"
 #include "udp.h"
 
 #include <linux/time_types.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
 
@@ -29,6 +32,8 @@ struct server;
 #define TICK_SHUTDOWN_MS 100
 /* Receives in the last batch that make the loop wait for a batch again. */
 #define BATCH_MIN_RECVS 2
+/* The most loops a daemon runs (workers = 0 asks for one per CPU). */
+#define WORKERS_MAX 64
 
 enum worker_state {
 	WORKER_RUNNING,
@@ -55,6 +60,8 @@ struct worker {
 	enum worker_state state;
 	struct __kernel_timespec tick_ts; /* the in-flight timer reads it */
 	bool tick_armed;
+	bool ticked; /* the first tick has come */
+	bool broken; /* io_uring_enter failed: the ring takes nothing more */
 	uint64_t now_ms;
 	uint64_t next_conn_id;
 	unsigned nconns;	    /* served here (refused ones not counted) */
@@ -64,22 +71,48 @@ struct worker {
 	unsigned sends_queued;	    /* sends since the last enter */
 	unsigned recvs_batch;	    /* receives with data in this batch */
 	unsigned recvs_last;	    /* ... and in the one before */
+	/* Between loops (loop 0 runs on the main thread, the others on their own): */
+	struct mailbox mail;
+	pthread_t thread;
+	bool thread_started;
+	struct mail_wait *started;	    /* answered once the thread is set up */
+	int start_status;		    /* worker_init's answer, for server_init */
+	atomic_bool finished;		    /* the loop has ended (done or failed) */
+	atomic_bool failed;		    /* ... on a fatal ring error */
+	atomic_uint_least64_t heartbeat_ms; /* its last tick, for the watchdog */
+	atomic_uint load;		    /* nconns, for others to balance by */
 };
 
 /* Milliseconds on CLOCK_MONOTONIC. */
 uint64_t worker_clock_ms(void);
 
-/* Set up w's ring, buffers and tables (cfg: the configuration to run with).
- * 0, or an exit status (69: io_uring not usable, 1: other), logged. */
+/* Set up w's ring (sharing the io-wq of ring wq_fd, or -1), buffers and
+ * tables (cfg: the configuration to run with). 0, or an exit status (69:
+ * io_uring not usable, 1: other), logged. */
 int worker_init(struct worker *w, struct server *srv, unsigned index,
-		const struct config *cfg);
-/* Run the loop until w is done. 0, or 1 after a fatal ring error (logged). */
+		const struct config *cfg, int wq_fd);
+/* Run the loop until w is done (loop 0: and every other loop has
+ * finished). 0, or 1 after a fatal ring error (logged). */
 int worker_run(struct worker *w);
-/* Free what is left: connections, listener views, the ring. */
+/* Free what is left: connections, listener views, the ring. From the
+ * loop's own thread: its ring takes submissions from that thread only. */
 void worker_deinit(struct worker *w);
+/* Start loop w (index > 0) on a thread of its own: it sets itself up,
+ * accepts on the server's listeners, answers in w->start_status (through
+ * `started`), then runs until done. 0 or -errno (no thread). */
+int worker_start_thread(struct worker *w, struct mail_wait *started);
+/* Handle the mail another loop sent (also checked on each tick). */
+void worker_read_mail(struct worker *w);
+/* Apply one message to w (loop 0 applies its own without mailing them). */
+void worker_apply_mail(struct worker *w, const struct mail *m);
 
 /* Call fn on every connection; fn may free the one it is given. */
 void worker_each_conn(struct worker *w, void (*fn)(struct worker *, struct conn *));
+/* Can the ring still take submissions (set up, not broken)? */
+static inline bool worker_ring_usable(const struct worker *w)
+{
+	return w->ring.uring.ring_fd > 0 && !w->broken;
+}
 /* Submit what is queued (before the server sleeps on something else). */
 void worker_flush(struct worker *w);
 

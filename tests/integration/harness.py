@@ -271,6 +271,10 @@ class Daemon:
                  asan_options=None, journal=True, env=None, extra_env=None,
                  forward_env=None):
         settings = {"listen": ["%s:%d" % (host, port)]}
+        # RINGECHO_TEST_WORKERS=N runs every daemon with workers = N unless a
+        # test asks for a number itself (ctest runs the suite with 1 and 2).
+        if os.environ.get("RINGECHO_TEST_WORKERS"):
+            settings["workers"] = int(os.environ["RINGECHO_TEST_WORKERS"])
         settings.update(config or {})
         self.settings = settings
         self.conf = write_config(settings, path=conf_path)

@@ -330,7 +330,8 @@ class ShutdownUnderLoadTest(harness.CheckedTestCase):
         # At the cut a client gets its echo and a FIN. One goes on sending
         # (the daemon must read and discard, not stall it, not reset it) and
         # then closes; one never closes and is reset after the grace.
-        d = self.start({"shutdown_timeout_ms": 200})
+        # drain_idle_ms 0: idle or not, both wait for the cut.
+        d = self.start({"shutdown_timeout_ms": 200, "drain_idle_ms": 0})
         a, b = self.client(d), self.client(d)
         for s in (a, b):
             self.assertEqual(harness.echo_roundtrip(s, b"x" * 1000), b"x" * 1000)
