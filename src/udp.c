@@ -12,8 +12,13 @@
 #include <string.h>
 
 /* Room before the payload in each buffer: io_uring's header, the sender's
- * address, and the control message that says where the datagram was sent. */
-#define UDP_NAME_LEN	sizeof(struct sockaddr_in6)
+ * address, and the control message that says where the datagram was sent.
+ * The kernel lays them out one after the other, so the address's room is
+ * rounded up to keep the control message aligned as a struct cmsghdr. */
+#define UDP_NAME_LEN	CMSG_ALIGN(sizeof(struct sockaddr_in6))
+/* Each buffer's size is a multiple of this, so that every buffer (and its
+ * header) starts aligned too. */
+#define UDP_BUF_ALIGN 64
 #define UDP_CONTROL_LEN 64
 #define UDP_HEAD_LEN                                                                     \
 	(sizeof(struct io_uring_recvmsg_out) + UDP_NAME_LEN + UDP_CONTROL_LEN)
@@ -51,7 +56,8 @@ void udp_init(struct udp *u)
 static int setup(struct worker *w)
 {
 	struct udp *u = &w->udp;
-	uint32_t size = UDP_HEAD_LEN + w->cfg.udp_max_datagram;
+	uint32_t size = (UDP_HEAD_LEN + w->cfg.udp_max_datagram + UDP_BUF_ALIGN - 1) &
+			~(uint32_t)(UDP_BUF_ALIGN - 1);
 	int ret;
 
 	if (u->ready)
