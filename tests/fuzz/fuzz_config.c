@@ -267,8 +267,21 @@ static void free_files(struct file *files)
 
 /* ---- which inputs libconfig itself can be given ---------------------------- */
 
+bool fuzz_strict(void)
+{
+	static int strict = -1;
+
+	if (strict < 0) {
+		const char *v = getenv("RINGECHO_FUZZ_STRICT");
+		strict = v && strcmp(v, "1") == 0;
+	}
+	return strict;
+}
+
 /* The part an @include names (p is just past the word), read as libconfig
- * reads it: [ \t]+"a.conf" and the like. -1: any other name. */
+ * reads it: [ \t]+"a.conf" and the like. -1: any other name, or (unless
+ * strict) a token right after the closing quote, which conftext takes as
+ * glued to the included file's last one (findings: include-glued). */
 static int include_target(const char *p)
 {
 	size_t sp = strspn(p, " \t");
@@ -278,8 +291,11 @@ static int include_target(const char *p)
 	p += sp + 1;
 	for (unsigned i = 1; i < NPARTS; i++) {
 		size_t n = strlen(part_names[i]);
-		if (strncmp(p, part_names[i], n) == 0 && p[n] == '"')
-			return (int)i;
+		if (strncmp(p, part_names[i], n) != 0 || p[n] != '"')
+			continue;
+		if (!fuzz_strict() && !strchr(" \t\r\n#/", p[n + 1]))
+			return -1;
+		return (int)i;
 	}
 	return -1;
 }
