@@ -17,10 +17,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 void fuzz_fail(const char *fmt, ...) __attribute__((noreturn, format(printf, 1, 2)));
 
 /* Compare conftext's verdict on path with libconfig's own reading of the
- * file, @include'd names relative to dir (libconfig_diff.c). ret, errs and
- * t are conftext_load's. lines: path includes nothing, so libconfig's line
- * numbers can be trusted (1.5 does not restore them after an @include). */
-void diff_with_libconfig(const char *path, const char *dir, bool lines, int ret,
+ * files, @include'd names relative to dir (libconfig_diff.c). ret, errs
+ * and t are conftext_load's. */
+void diff_with_libconfig(const char *path, const char *dir, int ret,
 			 const struct config_errors *errs, const struct conftext *t);
 
 /* RINGECHO_FUZZ_STRICT=1: divergences already reported fail again

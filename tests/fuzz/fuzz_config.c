@@ -541,7 +541,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	check_config_load(path, files, &errs);
 	/* Last: it may change the files. */
 	if (libconfig_can_read(files, 0, &seen))
-		diff_with_libconfig(path, dir, seen == 1, ret, &errs, &t);
+		diff_with_libconfig(path, dir, ret, &errs, &t);
 	if (ret == 0)
 		conftext_free(&t);
 	free_files(files);
