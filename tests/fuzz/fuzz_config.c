@@ -73,6 +73,8 @@ struct part {
 	size_t len;
 };
 
+static void remove_dir(void);
+
 void fuzz_fail(const char *fmt, ...)
 {
 	va_list ap;
@@ -82,6 +84,8 @@ void fuzz_fail(const char *fmt, ...)
 	vfprintf(stderr, fmt, ap);
 	va_end(ap);
 	fputc('\n', stderr);
+	if (dir[0]) /* abort() skips atexit(); the input alone reproduces it */
+		remove_dir();
 	abort();
 }
 
