@@ -383,7 +383,9 @@ static int lex(struct loader *L, uint32_t file, int depth)
 		enum tok_type type;
 		size_t n;
 
-		if (at_include(&c)) {
+		bool included = at_include(&c);
+
+		if (included) {
 			err = include_at(L, &c, depth);
 		} else if (*c.p == '"') {
 			err = lex_string(L, &c);
@@ -395,7 +397,8 @@ static int lex(struct loader *L, uint32_t file, int depth)
 		if (err)
 			return err;
 		c.bol = false;
-		c.glued = true;
+		/* Nothing is glued to an included file's last token. */
+		c.glued = !included;
 	}
 	return err;
 }

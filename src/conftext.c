@@ -46,6 +46,13 @@ static int tok_error(struct parser *p, const struct tok *t, const char *fmt, ...
 	return -EINVAL;
 }
 
+/* Words are quoted in messages up to this many bytes, then "...". */
+#define QUOTE_MAX     40
+#define QUOTED_LEN(n) (int)((n) > QUOTE_MAX ? QUOTE_MAX : (n))
+#define ELLIPSIS(n)   ((n) > QUOTE_MAX ? "..." : "")
+/* A token's text as "%.*s" arguments, cut to QUOTE_MAX (NULL: nothing). */
+#define QUOTED(t) (t) ? QUOTED_LEN((t)->len) : 0, (t) ? (t)->p : ""
+
 /* A token as a message names it. */
 static const char *describe(const struct tok *t, char *buf, size_t len)
 {
@@ -58,7 +65,8 @@ static const char *describe(const struct tok *t, char *buf, size_t len)
 	else if (t->type == TOK_GARBAGE && *t->p == '@')
 		return "'@' (an @include \"file\" must start its own line)";
 	else
-		snprintf(buf, len, "'%.*s'", (int)(t->len > 40 ? 40 : t->len), t->p);
+		snprintf(buf, len, "'%.*s%s'", QUOTED_LEN(t->len), t->p,
+			 ELLIPSIS(t->len));
 	return buf;
 }
 
@@ -91,21 +99,28 @@ static bool closes_or_separates(enum tok_type type)
 
 /* A value with something stuck to it ("256k", "10ms", 127.0.0.1:7): one
  * word to a reader, several tokens to libconfig, so name the whole word. */
+/* Is t the name of a new setting ("1b = 2" is "1" then "b = 2")? */
+static bool starts_setting(const struct tok *t)
+{
+	return t->type == TOK_NAME && t[1].type == TOK_EQUALS;
+}
+
 static int after_scalar(struct parser *p, const struct tok *v, const struct tok *name)
 {
 	const struct tok *n = peek(p), *last = v;
 
-	if (!n->glued || closes_or_separates(n->type))
+	if (!n->glued || closes_or_separates(n->type) || starts_setting(n))
 		return 0;
-	while (last[1].glued && !closes_or_separates(last[1].type))
+	while (last[1].glued && last[1].file == v->file &&
+	       !closes_or_separates(last[1].type) && !starts_setting(&last[1]))
 		last++;
 	return tok_error(
 	    p, v,
-	    "syntax error: %.*s%s'%.*s' is not a value: a string needs double "
+	    "syntax error: %.*s%s'%.*s%s' is not a value: a string needs double "
 	    "quotes, and a number takes no unit (sizes are in bytes, times "
 	    "in milliseconds)",
-	    name ? (int)name->len : 0, name ? name->p : "", name ? " = " : "",
-	    (int)(last->p + last->len - v->p), v->p);
+	    QUOTED(name), name ? " = " : "", QUOTED_LEN(last->p + last->len - v->p), v->p,
+	    ELLIPSIS(last->p + last->len - v->p));
 }
 
 static int parse_value(struct parser *p, const struct tok *name);
@@ -198,12 +213,11 @@ static int bare_word(struct parser *p, const struct tok *name, const struct tok 
 {
 	if (p->L->toks[p->i + 1].type == TOK_EQUALS && name)
 		return tok_error(p, name, "syntax error: '%.*s' has no value",
-				 (int)name->len, name->p);
+				 QUOTED(name));
 	return tok_error(p, t,
 			 "syntax error: %.*s%s%.*s: a string needs double quotes: "
 			 "\"%.*s\"",
-			 name ? (int)name->len : 0, name ? name->p : "",
-			 name ? " = " : "", (int)t->len, t->p, (int)t->len, t->p);
+			 QUOTED(name), name ? " = " : "", QUOTED(t), QUOTED(t));
 }
 
 static int parse_value(struct parser *p, const struct tok *name)
@@ -234,9 +248,9 @@ static int parse_value(struct parser *p, const struct tok *name)
 		return bare_word(p, name, t);
 	default:
 		if (name)
-			return tok_error(
-			    p, t, "syntax error: '%.*s' has no value (found %s)",
-			    (int)name->len, name->p, describe(t, buf, sizeof(buf)));
+			return tok_error(p, t,
+					 "syntax error: '%.*s' has no value (found %s)",
+					 QUOTED(name), describe(t, buf, sizeof(buf)));
 		return tok_error(p, t, "syntax error: expected a value, found %s",
 				 describe(t, buf, sizeof(buf)));
 	}
@@ -253,7 +267,7 @@ static int check_unique(struct parser *p, const struct tok **names, unsigned n)
 			confscan_where(p->L, names[i]->file, names[i]->line, first,
 				       sizeof(first));
 			return tok_error(p, t, "'%.*s' is set twice (first at %s)",
-					 (int)t->len, t->p, first);
+					 QUOTED(t), first);
 		}
 	}
 	return 0;
@@ -296,8 +310,7 @@ static int parse_settings(struct parser *p, enum tok_type end)
 			ret = tok_error(p, peek(p),
 					"syntax error: expected '=' after '%.*s', "
 					"found %s",
-					(int)t->len, t->p,
-					describe(peek(p), buf, sizeof(buf)));
+					QUOTED(t), describe(peek(p), buf, sizeof(buf)));
 			break;
 		}
 		take(p);

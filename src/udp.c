@@ -15,10 +15,10 @@
  * address, and the control message that says where the datagram was sent.
  * The kernel lays them out one after the other, so the address's room is
  * rounded up to keep the control message aligned as a struct cmsghdr. */
-#define UDP_NAME_LEN	CMSG_ALIGN(sizeof(struct sockaddr_in6))
+#define UDP_NAME_LEN CMSG_ALIGN(sizeof(struct sockaddr_in6))
 /* Each buffer's size is a multiple of this, so that every buffer (and its
  * header) starts aligned too. */
-#define UDP_BUF_ALIGN 64
+#define UDP_BUF_ALIGN	64
 #define UDP_CONTROL_LEN 64
 #define UDP_HEAD_LEN                                                                     \
 	(sizeof(struct io_uring_recvmsg_out) + UDP_NAME_LEN + UDP_CONTROL_LEN)

@@ -24,7 +24,9 @@
  * - when libconfig 1.5 can safely be handed the files itself (our text
  *   files, each @include a plain name of another), conftext and libconfig
  *   agree on them (libconfig_diff.c). */
+#ifndef _GNU_SOURCE
 #define _GNU_SOURCE /* memmem */
+#endif
 #include "config.h"
 #include "conftext.h"
 #include "fuzz.h"
@@ -271,21 +273,8 @@ static void free_files(struct file *files)
 
 /* ---- which inputs libconfig itself can be given ---------------------------- */
 
-bool fuzz_strict(void)
-{
-	static int strict = -1;
-
-	if (strict < 0) {
-		const char *v = getenv("RINGECHO_FUZZ_STRICT");
-		strict = v && strcmp(v, "1") == 0;
-	}
-	return strict;
-}
-
 /* The part an @include names (p is just past the word), read as libconfig
- * reads it: [ \t]+"a.conf" and the like. -1: any other name, or (unless
- * strict) a token right after the closing quote, which conftext takes as
- * glued to the included file's last one (findings: include-glued). */
+ * reads it: [ \t]+"a.conf" and the like. -1: any other name. */
 static int include_target(const char *p)
 {
 	size_t sp = strspn(p, " \t");
@@ -297,8 +286,6 @@ static int include_target(const char *p)
 		size_t n = strlen(part_names[i]);
 		if (strncmp(p, part_names[i], n) != 0 || p[n] != '"')
 			continue;
-		if (!fuzz_strict() && !strchr(" \t\r\n#/", p[n + 1]))
-			return -1;
 		return (int)i;
 	}
 	return -1;
@@ -428,25 +415,21 @@ static void check_range(const char *key, unsigned v, unsigned lo, unsigned hi, b
 			  pow2 ? ", a power of two" : "");
 }
 
-static void check_listen(const struct config *c)
+static void check_listen(const struct addr_list *l, const char *key, unsigned min)
 {
 	struct listen_addr again;
 
-	check_range("the number of listen addresses", c->nlisten, 1, CONFIG_MAX_LISTEN,
-		    false);
-	for (unsigned i = 0; i < c->nlisten; i++) {
-		const struct listen_addr *a = &c->listen[i];
+	check_range(key, l->n, min, CONFIG_MAX_LISTEN, false);
+	for (unsigned i = 0; i < l->n; i++) {
+		const struct listen_addr *a = &l->v[i];
 		if (!memchr(a->text, '\0', sizeof(a->text)))
-			fuzz_fail("listen[%u]: text not NUL-terminated", i);
+			fuzz_fail("%s[%u]: text not NUL-terminated", key, i);
 		if (config_parse_addr(a->text, &again) < 0 || again.len != a->len ||
 		    memcmp(&again.ss, &a->ss, a->len) != 0)
-			fuzz_fail("listen[%u] = %s does not parse back the same", i,
-				  a->text);
+			fuzz_fail("%s[%u] = %s does not parse back the same", key, i, a->text);
 		for (unsigned j = 0; j < i; j++)
-			if (c->listen[j].len == a->len &&
-			    memcmp(&c->listen[j].ss, &a->ss, a->len) == 0)
-				fuzz_fail("listen[%u] = %s is listen[%u] too", i, a->text,
-					  j);
+			if (l->v[j].len == a->len && memcmp(&l->v[j].ss, &a->ss, a->len) == 0)
+				fuzz_fail("%s[%u] = %s is %s[%u] too", key, i, a->text, key, j);
 	}
 }
 
@@ -455,7 +438,8 @@ static void check_config(const struct config *c)
 {
 	unsigned char nodelay;
 
-	check_listen(c);
+	check_listen(&c->listen, "listen", 1);
+	check_listen(&c->listen_udp, "listen_udp", 0);
 	check_range("backlog", c->backlog, 1, 65535, false);
 	check_range("max_connections", c->max_connections, 1, 4194304, false);
 	check_range("max_connections_per_ip", c->max_connections_per_ip, 0, 4194304,
@@ -470,6 +454,11 @@ static void check_config(const struct config *c)
 	check_range("drain_idle_ms", c->drain_idle_ms, 0, 3600000, false);
 	check_range("sqpoll_idle_ms", c->sqpoll_idle_ms, 0, 60000, false);
 	check_range("batch_wait_us", c->batch_wait_us, 0, 10000, false);
+	check_range("workers", c->workers, 0, 64, false);
+	check_range("udp_min_source_port", c->udp_min_source_port, 0, 65535, false);
+	check_range("udp_max_rate_per_ip", c->udp_max_rate_per_ip, 0, 10000000, false);
+	check_range("udp_buffer_count", c->udp_buffer_count, 8, 32768, true);
+	check_range("udp_max_datagram", c->udp_max_datagram, 64, 65535, false);
 	check_range("log_level", (unsigned)c->log_level, LOG_ERR, LOG_DEBUG, false);
 	if (c->max_pending_bytes < c->buffer_size)
 		fuzz_fail("config_load accepted max_pending_bytes %u < buffer_size %u",

@@ -52,6 +52,8 @@ static const char *const valid[] = {
     "a: 1",
     "a = 1, b = 2; c = 3",
     "a = 1 b = 2",
+    "a = 1b = 2", /* "1" then "b = 2": libconfig's tokens */
+    "a = \"x\"y = 2",
     "a = -5; b = +5; c = 0x1F; d = 1L; e = 0x1FL; f = 17LL;",
     "f = 1.5; g = .5; h = 1e3; i = -1.5e-3; j = 5.; k = 2E+2;",
     "t = TRUE; u = fAlSe; v = true;",
@@ -159,6 +161,7 @@ static void test_widened(void)
 	conftext_free(&t);
 	/* Where ringechod is stricter or kinder than libconfig, on purpose: */
 	CHECK(load("a = 1; /* never closed\n", &t, &errs) == -EINVAL);
+	CHECK(load("a = 1;\n\"b = 2;\n", &t, &errs) == -EINVAL); /* libconfig: a = 1 */
 	CHECK(load("a = 1; # no newline at the end", &t, &errs) == 0);
 	conftext_free(&t);
 
