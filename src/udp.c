@@ -216,7 +216,9 @@ static enum udp_drop judge(struct worker *w, const struct io_uring_recvmsg_out *
 	uint16_t port = port_of(from);
 	struct peer_key key;
 
-	if (out->flags & MSG_TRUNC)
+	/* The buffer is a little larger than udp_max_datagram (rounded up for
+	 * alignment): what fits beyond it is too large all the same. */
+	if ((out->flags & MSG_TRUNC) || out->payloadlen > w->cfg.udp_max_datagram)
 		return UDP_DROP_TRUNCATED;
 	if (port < w->cfg.udp_min_source_port)
 		return UDP_DROP_LOW_PORT;
