@@ -334,9 +334,9 @@ int server_init(struct server *s, const struct config *cfg, const struct config_
 	if (ret)
 		return ret;
 	lifecycle_arm(s, &s->workers[0]);
-	/* Accepts are in the kernel before anyone is told we are ready. */
-	for (unsigned i = 0; i < s->nworkers; i++)
-		worker_flush(&s->workers[i]);
+	/* Accepts are in the kernel before anyone is told we are ready (the
+	 * other loops flushed theirs before they answered start_threads). */
+	worker_flush(&s->workers[0]);
 	server_format_status(s, status, sizeof(status));
 	notify_ready(&s->notify, status);
 	log_notice("ready: %u listener%s, %u buffers of %u bytes, max %u connection%s",
