@@ -127,7 +127,7 @@ static void place(struct worker *w, int fd, const struct peer_key *peer,
 	struct worker *to = w->srv->nworkers > 1 ? lighter_loop(w) : NULL;
 	struct mail m = {.type = MAIL_ADOPT, .fd = fd, .peer = *peer, .addr = *ss};
 
-	if (to && mailbox_send(&to->mail, &m, &w->ring, to->ring.uring.ring_fd)) {
+	if (to && mailbox_send(&to->mail, &m, &w->ring)) {
 		w->stats.handed_off++;
 		return;
 	}

@@ -15,6 +15,7 @@
 int mailbox_init(struct mailbox *mb)
 {
 	memset(mb, 0, sizeof(*mb));
+	mb->ring_fd = -1;
 	return pthread_mutex_init(&mb->lock, NULL) == 0 ? 0 : -ENOMEM;
 }
 
@@ -38,11 +39,20 @@ void mailbox_ring(struct ring *from, int to_fd)
 	io_uring_submit(&from->uring);
 }
 
-bool mailbox_send(struct mailbox *mb, const struct mail *m, struct ring *from, int to_fd)
+void mailbox_open(struct mailbox *mb, int ring_fd)
 {
+	pthread_mutex_lock(&mb->lock);
+	mb->ring_fd = ring_fd;
+	pthread_mutex_unlock(&mb->lock);
+}
+
+bool mailbox_send(struct mailbox *mb, const struct mail *m, struct ring *from)
+{
+	int to_fd;
+
 	for (;;) {
 		pthread_mutex_lock(&mb->lock);
-		if (mb->closed) {
+		if (mb->closed || mb->ring_fd < 0) {
 			pthread_mutex_unlock(&mb->lock);
 			return false;
 		}
@@ -52,7 +62,10 @@ bool mailbox_send(struct mailbox *mb, const struct mail *m, struct ring *from, i
 		sched_yield(); /* full: the loop is taking its mail */
 	}
 	mb->q[(mb->head + mb->n++) % MAILBOX_SLOTS] = *m;
+	to_fd = mb->ring_fd;
 	pthread_mutex_unlock(&mb->lock);
+	/* The fd stays that ring's: the loop closes its mailbox before it
+	 * closes its ring, and answers what is queued first. */
 	mailbox_ring(from, to_fd);
 	return true;
 }

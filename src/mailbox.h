@@ -56,14 +56,17 @@ struct mailbox {
 	struct mail q[MAILBOX_SLOTS];
 	unsigned head, n;
 	bool closed; /* its loop has ended: nothing more is taken */
+	int ring_fd; /* its loop's ring, where the doorbell rings */
 };
 
 int mailbox_init(struct mailbox *mb);
 void mailbox_deinit(struct mailbox *mb);
-/* Queue m for the loop whose mailbox is mb and whose ring fd is to_fd,
- * ringing its doorbell with an SQE of the sender's ring `from`. False when
- * that loop has ended (its mailbox is closed): the message is not taken. */
-bool mailbox_send(struct mailbox *mb, const struct mail *m, struct ring *from, int to_fd);
+/* The ring of the loop that owns mb: mail is taken from now on. */
+void mailbox_open(struct mailbox *mb, int ring_fd);
+/* Queue m for the loop whose mailbox is mb, ringing its doorbell with an
+ * SQE of the sender's ring `from`. False when that loop is not open or has
+ * ended (its mailbox is closed): the message is not taken. */
+bool mailbox_send(struct mailbox *mb, const struct mail *m, struct ring *from);
 /* Refuse further mail (a loop that ends); what was queued can still be
  * taken. */
 void mailbox_close(struct mailbox *mb);

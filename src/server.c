@@ -49,7 +49,7 @@ static void tell_others(struct server *s, struct mail m, bool wait)
 	m.wait = wait ? &done : NULL;
 	for (unsigned i = 1; i < s->nworkers; i++) {
 		struct worker *w = &s->workers[i];
-		if (!mailbox_send(&w->mail, &m, &w0->ring, w->ring.uring.ring_fd) && wait)
+		if (!mailbox_send(&w->mail, &m, &w0->ring) && wait)
 			mail_wait_done(&done); /* that loop has ended */
 	}
 	if (wait)
@@ -86,8 +86,7 @@ static void collect(const struct server *s, struct stats *st, unsigned *n, uint6
 					 .nconns = &n[i],
 					 .overflows = &ovf[i],
 					 .wait = &done};
-			if (!mailbox_send(&w->mail, &m, &s->workers[0].ring,
-					  w->ring.uring.ring_fd)) {
+			if (!mailbox_send(&w->mail, &m, &s->workers[0].ring)) {
 				worker_apply_mail(w, &m); /* ended: its counters stay */
 			}
 		}

@@ -248,6 +248,8 @@ static int setup_ring(struct worker *w, int wq_fd)
 int worker_init(struct worker *w, struct server *srv, unsigned index,
 		const struct config *cfg, int wq_fd)
 {
+	int ret;
+
 	w->srv = srv;
 	w->index = index;
 	w->cfg = *cfg;
@@ -265,7 +267,10 @@ int worker_init(struct worker *w, struct server *srv, unsigned index,
 		log_error("out of memory");
 		return 1;
 	}
-	return setup_ring(w, wq_fd);
+	ret = setup_ring(w, wq_fd);
+	if (ret == 0)
+		mailbox_open(&w->mail, w->ring.uring.ring_fd);
+	return ret;
 }
 
 void worker_deinit(struct worker *w)
