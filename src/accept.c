@@ -33,11 +33,11 @@ static struct accept_view *find(struct acceptor *a, uint64_t id)
 	return NULL;
 }
 
-static void arm(struct worker *w, struct accept_view *v)
+void accept_rearm(struct worker *w, struct accept_view *v)
 {
 	struct io_uring_sqe *sqe;
 
-	if (v->armed || w->state != WORKER_RUNNING || w->acc.resume_ms)
+	if (v->armed || w->state != WORKER_RUNNING || w->acc.resume_ms || w->quiescing)
 		return;
 	sqe = ring_get_sqe(&w->ring);
 	if (!sqe) {
@@ -60,7 +60,7 @@ void accept_add_listener(struct worker *w, uint64_t id, int fd, const char *name
 	v->id = id;
 	v->fd = fd;
 	snprintf(v->name, sizeof(v->name), "%s", name);
-	arm(w, v);
+	accept_rearm(w, v);
 }
 
 void accept_remove_listener(struct worker *w, uint64_t id)
@@ -91,7 +91,7 @@ static void resume(struct worker *w)
 {
 	w->acc.resume_ms = 0;
 	for (unsigned i = 0; i < w->acc.n; i++)
-		arm(w, &w->acc.v[i]);
+		accept_rearm(w, &w->acc.v[i]);
 }
 
 /* Every loop's accept waits on the same sockets and the kernel wakes one
@@ -226,7 +226,7 @@ void accept_on_cqe(struct worker *w, const struct io_uring_cqe *cqe)
 	if (cqe->res >= 0 || cqe->res == -ECONNABORTED || cqe->res == -EINTR ||
 	    cqe->res == -EAGAIN) {
 		/* The multishot ended on a passing condition: go on. */
-		arm(w, v);
+		accept_rearm(w, v);
 		return;
 	}
 	pause_accepts(w, v, -cqe->res);

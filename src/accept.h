@@ -45,6 +45,8 @@ void accept_add_listener(struct worker *w, uint64_t id, int fd, const char *name
 void accept_remove_listener(struct worker *w, uint64_t id);
 /* Forget every listener (at tear-down). */
 void accept_remove_all(struct worker *w);
+/* Arm v's accept again (unless paused, stopping or quiescing). */
+void accept_rearm(struct worker *w, struct accept_view *v);
 /* An OP_ACCEPT completion: admit the client, refuse it, or pause. */
 void accept_on_cqe(struct worker *w, const struct io_uring_cqe *cqe);
 /* After a batch and on each tick: resume a pause once a connection has

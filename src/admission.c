@@ -46,6 +46,18 @@ enum admit_verdict admission_take(struct admission *l, const struct peer_key *pe
 	return v;
 }
 
+void admission_force(struct admission *l, const struct peer_key *peer)
+{
+	atomic_fetch_add(&l->total, 1);
+	if (peer->valid) {
+		pthread_mutex_lock(&l->lock);
+		/* Out of memory, it goes uncounted per address; removing an
+		 * address the table lacks does nothing. */
+		(void)peer_add(&l->peers, peer);
+		pthread_mutex_unlock(&l->lock);
+	}
+}
+
 void admission_release(struct admission *l, const struct peer_key *peer)
 {
 	if (peer->valid) {

@@ -31,6 +31,8 @@ void admission_deinit(struct admission *l);
  * if the limits allow it (per_ip 0: no per-address limit). */
 enum admit_verdict admission_take(struct admission *l, const struct peer_key *peer,
 				  unsigned max, unsigned per_ip);
+/* Count a connection whatever the limits (one carried over by an upgrade). */
+void admission_force(struct admission *l, const struct peer_key *peer);
 /* A connection admitted from peer has closed. */
 void admission_release(struct admission *l, const struct peer_key *peer);
 /* Connections served now, all loops together. */

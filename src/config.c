@@ -59,6 +59,7 @@ static const struct key_spec keys[] = {
     UINT_KEY(sqpoll_idle_ms, 0, 60000, false),
     UINT_KEY(batch_wait_us, 0, 10000, false),
     UINT_KEY(workers, 0, 64, false),
+    UINT_KEY(upgrade_timeout_ms, 0, 60000, false),
     UINT_KEY(udp_min_source_port, 0, 65535, false),
     UINT_KEY(udp_max_rate_per_ip, 0, 10000000, false),
     UINT_KEY(udp_buffer_count, 8, MAX_RING_ENTRIES, true),
@@ -88,6 +89,7 @@ void config_defaults(struct config *cfg)
 	cfg->sqpoll_idle_ms = 0;
 	cfg->batch_wait_us = 20;
 	cfg->workers = 1;
+	cfg->upgrade_timeout_ms = 2000;
 	cfg->udp_min_source_port = 1024;
 	cfg->udp_max_rate_per_ip = 1000;
 	cfg->udp_buffer_count = 128;
@@ -502,6 +504,100 @@ int config_resolve(struct config *cfg, const struct config_cli *cli, bool at_sta
 		next.listen_udp = cli->listen_udp;
 	if (cli->verbose)
 		next.log_level = LOG_DEBUG;
+	*cfg = next;
+	return 0;
+}
+
+/* "a,b,c" of list's addresses as written. */
+static void dump_list(char **o, char *end, const char *name, const struct addr_list *l)
+{
+	*o += snprintf(*o, end - *o, "%s=%d", name, l->set ? 1 : 0);
+	for (unsigned i = 0; i < l->n && *o < end; i++)
+		*o += snprintf(*o, end - *o, "%c%s", i ? ',' : ':', l->v[i].text);
+	if (*o < end)
+		*o += snprintf(*o, end - *o, "\n");
+}
+
+size_t config_dump(const struct config *cfg, char *buf, size_t len)
+{
+	char *o = buf, *end = buf + len;
+
+	for (size_t i = 0; i < NKEYS && o < end; i++) {
+		const struct key_spec *k = &keys[i];
+		const void *field = (const char *)cfg + k->offset;
+
+		if (k->kind == KEY_LISTEN)
+			dump_list(&o, end, k->name, field);
+		else if (k->kind == KEY_UINT)
+			o += snprintf(o, end - o, "%s=%u\n", k->name, *(const unsigned *)field);
+		else if (k->kind == KEY_BOOL)
+			o += snprintf(o, end - o, "%s=%d\n", k->name, *(const bool *)field);
+		else
+			o += snprintf(o, end - o, "%s=%d\n", k->name, *(const int *)field);
+	}
+	return o < end ? (size_t)(o - buf) : len;
+}
+
+static int undump_list(struct addr_list *l, const char *v)
+{
+	char text[CONFIG_ADDR_TEXT];
+
+	memset(l, 0, sizeof(*l));
+	l->set = *v == '1';
+	for (v = strchr(v, ':'); v && *v && l->n < CONFIG_MAX_LISTEN;) {
+		size_t n = strcspn(++v, ",\n");
+		if (n >= sizeof(text))
+			return -EINVAL;
+		memcpy(text, v, n);
+		text[n] = '\0';
+		if (config_parse_addr(text, &l->v[l->n++]) < 0)
+			return -EINVAL;
+		v += n;
+		if (*v != ',')
+			break;
+	}
+	return 0;
+}
+
+int config_undump(struct config *cfg, const char *text, size_t len)
+{
+	struct config next;
+	char line[CONFIG_MAX_LISTEN * CONFIG_ADDR_TEXT];
+
+	config_defaults(&next);
+	next.listen.n = 0;
+	while (len) {
+		size_t n = strcspn(text, "\n");
+		const char *eq;
+		const struct key_spec *k = NULL;
+		const char *unused;
+
+		if (n > len)
+			n = len;
+		if (n >= sizeof(line))
+			return -EINVAL;
+		memcpy(line, text, n);
+		line[n] = '\0';
+		text += n < len ? n + 1 : n;
+		len -= n < len ? n + 1 : n;
+		if (!(eq = strchr(line, '=')))
+			continue;
+		line[eq - line] = '\0';
+		if (!(k = find_key(line, &unused)))
+			continue; /* a key this program does not have */
+		if (k->kind == KEY_LISTEN) {
+			if (undump_list((struct addr_list *)((char *)&next + k->offset), eq + 1))
+				return -EINVAL;
+		} else if (k->kind == KEY_BOOL) {
+			*(bool *)((char *)&next + k->offset) = eq[1] == '1';
+		} else if (k->kind == KEY_UINT) {
+			*(unsigned *)((char *)&next + k->offset) = (unsigned)strtoul(eq + 1, NULL, 10);
+		} else {
+			*(int *)((char *)&next + k->offset) = (int)strtol(eq + 1, NULL, 10);
+		}
+	}
+	if (next.listen.n == 0)
+		return -EINVAL;
 	*cfg = next;
 	return 0;
 }

@@ -49,6 +49,7 @@ struct config {
 	unsigned sqpoll_idle_ms; /* 0: no SQPOLL thread */
 	unsigned batch_wait_us;	 /* longest a completion waits for its batch; 0: none */
 	unsigned workers;	 /* event loops, one thread each; 0: one per CPU */
+	unsigned upgrade_timeout_ms; /* SIGUSR2: longest wait for sends in flight */
 	unsigned udp_min_source_port; /* datagrams from lower ports dropped; 0: off */
 	unsigned udp_max_rate_per_ip; /* replies a second to one address; 0: off */
 	unsigned udp_buffer_count;    /* UDP receive buffers (a power of two) */
@@ -92,6 +93,13 @@ int config_load(struct config *cfg, const char *path, struct config_errors *errs
  * or -EINVAL, with errs filled; *cfg is untouched on failure. */
 int config_resolve(struct config *cfg, const struct config_cli *cli, bool at_start,
 		   struct config_errors *errs, bool *no_file);
+
+/* The settings as "key=value" lines, for the state a live upgrade hands
+ * over. Returns the length written (len when it did not fit). */
+size_t config_dump(const struct config *cfg, char *buf, size_t len);
+/* Read what config_dump() wrote (keys this program lacks are skipped, keys
+ * missing keep their defaults). 0, or -EINVAL. */
+int config_undump(struct config *cfg, const char *text, size_t len);
 
 /* Parse "A.B.C.D:PORT", "[V6]:PORT" or "[V6%IFACE]:PORT" (a scoped
  * link-local address). 0, or -EINVAL (syntax), -EAFNOSUPPORT (an

@@ -7,6 +7,7 @@
 #include "worker.h"
 
 #include <stdlib.h>
+#include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -116,4 +117,28 @@ void conn_destroy(struct worker *w, struct conn *c)
 		count_close(w, c);
 	}
 	free(c);
+}
+
+size_t conn_unsent(const struct worker *w, const struct conn *c, char *out)
+{
+	size_t n = 0;
+
+	if (c->send_len > c->send_off) {
+		const char *base = c->send_bid >= 0
+				       ? bufring_addr(&w->bufs, (uint16_t)c->send_bid)
+				       : c->send_buf;
+		memcpy(out, base + c->send_off, c->send_len - c->send_off);
+		n += c->send_len - c->send_off;
+	}
+	for (unsigned k = 0; c->chain && k < c->chain->n; k++) {
+		unsigned i = chain_slot(c->chain, k);
+		uint32_t skip = k ? 0 : c->chain->off;
+
+		memcpy(out + n, bufring_addr(&w->bufs, c->chain->bid[i]) + skip,
+		       c->chain->len[i] - skip);
+		n += c->chain->len[i] - skip;
+	}
+	if (c->queue.len)
+		memcpy(out + n, c->queue.data, c->queue.len);
+	return n + c->queue.len;
 }

@@ -84,6 +84,9 @@ struct conn *conn_alloc(struct worker *w, int fd);
 void conn_destroy(struct worker *w, struct conn *c);
 /* Done with the memory the last send used. */
 void conn_release_send(struct worker *w, struct conn *c);
+/* Copy c's unsent echo to out (conn_pending(c) bytes), in stream order:
+ * the send's memory, the chain, the queue. With no send in flight. */
+size_t conn_unsent(const struct worker *w, const struct conn *c, char *out);
 /* Read away what a client sent and nobody will read, so that closing the
  * socket sends a FIN and not a reset. */
 void conn_drain_socket(int fd);

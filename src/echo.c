@@ -141,8 +141,12 @@ static void send_due(struct worker *w, struct conn *c)
  * leads any copied bytes), else the copied bytes. */
 static void start_send(struct worker *w, struct conn *c)
 {
-	if (c->send_bid >= 0) {
+	if (w->sends_stopped) /* an upgrade takes what is left */
+		return;
+	if (c->send_bid >= 0 || c->send_buf) { /* one an upgrade stopped part way */
 		submit_send(w, c);
+	} else if (c->chain && c->chain->nsend) {
+		submit_chain(w, c, c->chain->nsend);
 	} else if (c->chain && c->chain->n) {
 		w->stats.chained_sends += c->chain->n > 1;
 		submit_chain(w, c, c->chain->n);
@@ -310,7 +314,12 @@ void echo_on_send(struct worker *w, const struct io_uring_cqe *cqe)
 	if (!c)
 		return;
 	c->flags &= ~CONN_SEND_ARMED;
-	if (res <= 0 || (c->flags & CONN_CLOSING)) {
+	if ((res == -ECANCELED || res == -EINTR) && w->sends_stopped &&
+	    !(c->flags & CONN_CLOSING)) {
+		/* An upgrade stopped it: nothing of it went out (-EINTR: it was
+		 * blocking in the kernel's worker, which was interrupted before
+		 * a byte left), all of it is still held, and goes with the state. */
+	} else if (res <= 0 || (c->flags & CONN_CLOSING)) {
 		if (res < 0 && res != -ECANCELED)
 			log_debug("connection %llu: send: %s", (unsigned long long)c->id,
 				  strerror(-res));
@@ -323,13 +332,15 @@ void echo_on_send(struct worker *w, const struct io_uring_cqe *cqe)
 			chain_consume(c->chain, &w->bufs, res);
 			if (c->chain->nsend) {
 				w->stats.short_sends++;
-				submit_chain(w, c, c->chain->nsend);
+				if (!w->sends_stopped)
+					submit_chain(w, c, c->chain->nsend);
 			} else {
 				send_next(w, c);
 			}
 		} else if ((c->send_off += res) < c->send_len) {
 			w->stats.short_sends++; /* resume from where the kernel stopped */
-			submit_send(w, c);
+			if (!w->sends_stopped)
+				submit_send(w, c);
 		} else {
 			conn_release_send(w, c);
 			send_next(w, c);
@@ -341,7 +352,8 @@ void echo_on_send(struct worker *w, const struct io_uring_cqe *cqe)
 
 static void maybe_recv(struct worker *w, struct conn *c)
 {
-	if (c->flags & (CONN_RECV_ARMED | CONN_READ_EOF | CONN_CLOSING | CONN_STARVED))
+	if (c->flags & (CONN_RECV_ARMED | CONN_READ_EOF | CONN_CLOSING | CONN_STARVED) ||
+	    w->quiescing)
 		return;
 	/* Hysteresis: resume only once half the allowance has drained. A cut
 	 * connection discards what it reads, so it may always read. */
@@ -584,4 +596,52 @@ void echo_refuse(struct worker *w, int fd)
 	list_add_tail(&w->lingering, &c->lru);
 	w->nrefused++;
 	conn_settle(w, c);
+}
+
+void echo_settle(struct worker *w, struct conn *c)
+{
+	send_due(w, c); /* does nothing when nothing is waiting */
+	conn_settle(w, c);
+}
+
+void echo_stop(struct worker *w, struct conn *c, bool sends)
+{
+	if (c->flags & CONN_REFUSED) {
+		echo_end_quietly(w, c, CUT_NONE);
+		return;
+	}
+	if ((c->flags & CONN_RECV_ARMED) && !(c->flags & CONN_CANCELLING) &&
+	    submit_cancel(w, c, op_encode(OP_RECV, c->id), 0))
+		c->flags |= CONN_CANCELLING;
+	if (sends && (c->flags & CONN_SEND_ARMED))
+		submit_cancel(w, c, op_encode(OP_SEND, c->id), 0);
+}
+
+int echo_adopt(struct worker *w, int fd, const char *bytes, uint32_t len,
+	       const struct echo_adopted *how)
+{
+	struct sockaddr_storage ss = {.ss_family = AF_UNSPEC};
+	socklen_t sl = sizeof(ss);
+	struct conn *c = conn_alloc(w, fd);
+
+	if (!c)
+		return -ENOMEM;
+	if (len && outq_append(&c->queue, bytes, len) < 0) {
+		conn_table_remove(&w->conns, c->id);
+		free(c);
+		return -ENOMEM;
+	}
+	if (getpeername(fd, (struct sockaddr *)&ss, &sl) == 0)
+		peer_key_from(&c->peer, &ss);
+	admission_force(&w->srv->admission, &c->peer);
+	c->flags |= how->flags & (CONN_READ_EOF | CONN_NO_RECV | CONN_WR_SHUT);
+	c->cut = how->cut;
+	c->last_active_ms = w->now_ms - how->idle_ms;
+	c->last_recv_ms = w->now_ms - how->recv_idle_ms;
+	list_add_tail(&w->idle_lru, &c->lru);
+	w->nconns++;
+	atomic_store_explicit(&w->load, w->nconns, memory_order_relaxed);
+	track_sending(w, c, false);
+	echo_settle(w, c);
+	return 0;
 }

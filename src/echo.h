@@ -7,6 +7,7 @@
 #include "conn.h"
 
 #include <liburing.h>
+#include <stdint.h>
 #include <stdbool.h>
 #include <sys/socket.h>
 
@@ -42,5 +43,25 @@ void echo_cut(struct worker *w, struct conn *c, enum conn_cut why);
 void echo_end_quietly(struct worker *w, struct conn *c, enum conn_cut why);
 /* Close c now, cancelling whatever is in flight; c may be freed at once. */
 void echo_reset(struct worker *w, struct conn *c);
+
+/* For a live upgrade: stop receiving on c (and, with sends, cancel the send
+ * in flight); a refused client is closed. The completions still come. */
+void echo_stop(struct worker *w, struct conn *c, bool sends);
+/* Do next what c's flags say (receive, send what waits, close); for a
+ * connection taken back after a failed upgrade. */
+void echo_settle(struct worker *w, struct conn *c);
+
+/* A connection handed over by the program before: its state. */
+struct echo_adopted {
+	uint16_t flags;	       /* CONN_READ_EOF, CONN_NO_RECV, CONN_WR_SHUT */
+	uint8_t cut;	       /* enum conn_cut */
+	uint64_t idle_ms;      /* since its last activity */
+	uint64_t recv_idle_ms; /* since its last byte received */
+};
+/* Serve fd, its echo starting with the len unsent bytes it is owed. It
+ * counts against the limits, but is never refused: it was served already.
+ * 0 or -ENOMEM (fd is left open). */
+int echo_adopt(struct worker *w, int fd, const char *bytes, uint32_t len,
+	       const struct echo_adopted *how);
 
 #endif

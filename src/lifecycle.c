@@ -5,6 +5,7 @@
 #include "reload.h"
 #include "server.h"
 #include "shutdown.h"
+#include "upgrade.h"
 #include "worker.h"
 
 #include <errno.h>
@@ -25,6 +26,7 @@ static void signal_set(sigset_t *set)
 	sigaddset(set, SIGINT);
 	sigaddset(set, SIGHUP);
 	sigaddset(set, SIGUSR1);
+	sigaddset(set, SIGUSR2);
 }
 
 int lifecycle_init(struct server *s)
@@ -107,9 +109,19 @@ static void begin_stop(struct server *s, uint64_t now_ms)
 		cut_all(s);
 }
 
+void lifecycle_stop(struct server *s, struct worker *w)
+{
+	if (s->state == SERVER_RUNNING)
+		begin_stop(s, w->now_ms);
+}
+
 static void on_stop_signal(struct server *s, struct worker *w, const char *name)
 {
-	if (s->state == SERVER_RUNNING) {
+	if (s->upgrade.active) {
+		/* The connections are the new program's already: it stops. */
+		log_notice("%s received during an upgrade", name);
+		upgrade_stop_after(s);
+	} else if (s->state == SERVER_RUNNING) {
 		log_notice("%s received", name);
 		begin_stop(s, w->now_ms);
 	} else if (!s->cut_sent) {
@@ -155,7 +167,14 @@ static void handle_signal(struct server *s, struct worker *w, uint32_t signo)
 		on_stop_signal(s, w, "SIGINT");
 		break;
 	case SIGHUP:
-		reload_apply(s);
+		if (s->upgrade.active)
+			log_notice("SIGHUP received during an upgrade: the new program "
+				   "reads the configuration anyway");
+		else
+			reload_apply(s);
+		break;
+	case SIGUSR2:
+		upgrade_begin(s, w);
 		break;
 	case SIGUSR1:
 		server_log_stats(s);

@@ -26,6 +26,8 @@ uint64_t lifecycle_tick_ms(const struct server *s);
 void lifecycle_finish(struct server *s);
 /* Another loop rang loop 0's doorbell: has one failed? */
 void lifecycle_on_doorbell(struct server *s, struct worker *w);
+/* Begin a graceful shutdown, as SIGTERM does (unless one is under way). */
+void lifecycle_stop(struct server *s, struct worker *w);
 /* Stop every loop at once (loop 0 broke, or start-up failed half way). */
 void lifecycle_abort(struct server *s);
 

@@ -114,6 +114,22 @@ static int adopt_systemd(struct listeners *ls, int fd, const char *name,
 	return 0;
 }
 
+struct listener *listeners_adopt(struct listeners *ls, int fd, bool dgram, bool inherited,
+				 const struct listen_addr *want)
+{
+	struct listener *l;
+
+	if (ls->n == LISTENERS_MAX)
+		return NULL;
+	l = slot_new(ls, fd);
+	l->dgram = dgram;
+	l->inherited = inherited;
+	if (want)
+		l->want = *want;
+	log_info("listening on %s%s (carried over)", dgram ? "udp " : "", l->name);
+	return l;
+}
+
 int listeners_from_systemd(struct listeners *ls, const struct config *cfg)
 {
 	char **names = NULL;

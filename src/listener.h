@@ -34,6 +34,10 @@ void listeners_init(struct listeners *ls);
  * sockets. Returns how many (0: none), or -EINVAL after logging which fd
  * is neither. */
 int listeners_from_systemd(struct listeners *ls, const struct config *cfg);
+/* Take a socket the previous program served (a live upgrade); its options
+ * are as that program set them. NULL when the set is full. */
+struct listener *listeners_adopt(struct listeners *ls, int fd, bool dgram, bool inherited,
+				 const struct listen_addr *want);
 /* Bind cfg->listen (TCP) and cfg->listen_udp (UDP). 0, or -errno after
  * logging which address failed and why; nothing stays open then. */
 int listeners_open_config(struct listeners *ls, const struct config *cfg);

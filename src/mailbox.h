@@ -9,6 +9,7 @@
 
 #include "config.h"
 #include "peer.h"
+#include "upstate.h"
 #include "stats.h"
 
 #include <pthread.h>
@@ -28,6 +29,9 @@ enum mail_type {
 	MAIL_CUT,	      /* the deadline: echo what was received, then EOF */
 	MAIL_STATS,	      /* copy the counters to *stats and the count to *nconns */
 	MAIL_ADOPT,	      /* serve connection fd (from peer, addr): balance */
+	MAIL_QUIESCE,	      /* an upgrade: stop accepting and receiving */
+	MAIL_RESUME,	      /* ... the exec failed: serve on */
+	MAIL_RESTORE,	      /* take connections an upgrade carried over */
 };
 
 /* A sender that waits for its messages to be handled counts them here. */
@@ -48,6 +52,9 @@ struct mail {
 	uint64_t *overflows;
 	struct peer_key peer;
 	struct sockaddr_storage addr;
+	uint64_t deadline_ms;	   /* MAIL_QUIESCE */
+	const struct uprec *conns; /* MAIL_RESTORE */
+	unsigned nconns_restore;
 	struct mail_wait *wait; /* NULL: nobody waits */
 };
 

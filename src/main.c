@@ -149,38 +149,73 @@ static int check_only(const struct config_cli *cli)
 	return 0;
 }
 
+/* The configuration for a live upgrade's new program: the file, as at any
+ * start; should it not load, the settings the old program ran with, as the
+ * connections must go on either way. -1 when there is neither. */
+static int upgrade_config(struct config *cfg, const struct config_cli *cli,
+			  const struct upgrade_state *from,
+			  const struct config_errors *errs)
+{
+	log_config_errors(errs);
+	if (restore_config(from, cfg) == 0) {
+		log_error(
+		    "upgrade: %s does not load; keeping the settings the old program "
+		    "ran with",
+		    cli->path);
+		return 0;
+	}
+	log_error("upgrade: %s does not load, and the old program's settings are lost; "
+		  "serving on with the built-in defaults",
+		  cli->path);
+	config_defaults(cfg);
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
 	struct config_cli cli = {.path = CONFIG_DEFAULT_PATH};
+	struct upgrade_state from;
 	struct config_errors errs;
 	struct config cfg;
 	struct server *s;
 	bool test_only = false, no_file;
-	int ret;
+	int ret, taken;
 
 	ret = parse_args(argc, argv, &cli, &test_only);
 	if (ret >= 0)
 		return ret;
 	if (test_only)
 		return check_only(&cli);
+	/* Before anything that could fail: what the old program left must be
+	 * taken, its sockets included, whatever happens next. */
+	taken = restore_take(&from);
 	if (config_resolve(&cfg, &cli, true, &errs, &no_file) < 0) {
-		log_config_errors(&errs);
-		return EXIT_CONFIG;
+		if (!taken) {
+			log_config_errors(&errs);
+			return EXIT_CONFIG;
+		}
+		upgrade_config(&cfg, &cli, &from, &errs);
+		no_file = false;
 	}
 	log_set_level(cfg.log_level);
-	if (no_file)
+	if (taken)
+		log_notice("ringechod %s taking over from the old program (live upgrade)",
+			   RINGECHO_VERSION);
+	else if (no_file)
 		log_notice(
 		    "ringechod %s starting with built-in defaults (%s does not exist)",
 		    RINGECHO_VERSION, cli.path);
 	else
 		log_notice("ringechod %s starting with %s", RINGECHO_VERSION, cli.path);
 	/* Big (listen addresses, tables): keep it off the stack. */
-	s = malloc(sizeof(*s));
+	s = calloc(1, sizeof(*s));
 	if (!s) {
 		log_error("out of memory");
 		return 1;
 	}
-	ret = server_init(s, &cfg, &cli);
+	upgrade_init(&s->upgrade, argv, RINGECHO_VERSION);
+	ret = server_init(s, &cfg, &cli, taken ? &from : NULL);
+	restore_free(&from);
 	if (ret == 0)
 		ret = server_run(s);
 	server_deinit(s);

@@ -108,8 +108,8 @@ static unsigned open_new(struct server *s, const struct addr_list *list, bool dg
 /* Open what is new, close what was removed, keep the rest (and their
  * connections). Sockets from systemd are never touched. Returns how many
  * addresses could not be bound; the first is described in problem. */
-static unsigned reconcile_listeners(struct server *s, const struct config *next,
-				    char *problem, size_t len)
+unsigned reload_reconcile(struct server *s, const struct config *next, char *problem,
+			  size_t len)
 {
 	unsigned failed;
 
@@ -146,8 +146,8 @@ void reload_apply(struct server *s)
 		keep_restart_only(&next, &s->cfg);
 		log_set_level(next.log_level);
 		if (!s->listeners.from_systemd)
-			failed = reconcile_listeners(s, &next, s->reload_problem,
-						     sizeof(s->reload_problem));
+			failed = reload_reconcile(s, &next, s->reload_problem,
+						  sizeof(s->reload_problem));
 		else if (!addr_list_same(&next.listen, &s->cfg.listen) ||
 			 !addr_list_same(&next.listen_udp, &s->cfg.listen_udp))
 			reload_check_systemd_listen(s, &next);

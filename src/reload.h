@@ -3,6 +3,8 @@
 #ifndef RINGECHO_RELOAD_H
 #define RINGECHO_RELOAD_H
 
+#include <stddef.h>
+
 struct server;
 struct config;
 
@@ -15,5 +17,12 @@ void reload_apply(struct server *s);
 /* Warn when the configuration sets `listen` to other addresses than systemd
  * handed over (systemd's sockets are served; the file's are not bound). */
 void reload_check_systemd_listen(const struct server *s, const struct config *cfg);
+
+/* Open what next lists and is not open yet, close what it no longer lists,
+ * keep the rest (and their connections); systemd's sockets are never
+ * touched. Returns how many addresses could not be bound; the first is
+ * described in problem, each is logged. */
+unsigned reload_reconcile(struct server *s, const struct config *next, char *problem,
+			  size_t len);
 
 #endif

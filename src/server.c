@@ -61,8 +61,15 @@ void server_tell(struct server *s, enum mail_type type)
 {
 	struct mail m = {.type = type};
 
-	tell_others(s, m, false);
-	worker_apply_mail(&s->workers[0], &m);
+	server_tell_mail(s, &m);
+}
+
+void server_tell_mail(struct server *s, const struct mail *m)
+{
+	struct mail copy = *m;
+
+	tell_others(s, *m, false);
+	worker_apply_mail(&s->workers[0], &copy);
 }
 
 /* Each loop's counters; from the loops themselves while they run. */
@@ -120,7 +127,7 @@ static void format_stats(const struct stats *st, unsigned n, uint64_t ovf, char 
 	    "refused_per_ip=%llu idle_closed=%llu bufring_empty=%llu "
 	    "starved_retries=%llu short_sends=%llu chained_sends=%llu "
 	    "accept_paused=%llu send_timeouts=%llu handed_off=%llu cq_overflow=%llu "
-	    "udp_datagrams=%llu udp_bytes=%llu",
+	    "udp_datagrams=%llu udp_bytes=%llu upgrades=%llu",
 	    n, (unsigned long long)st->conns_total, (unsigned long long)st->bytes,
 	    (unsigned long long)st->messages, (unsigned long long)st->refused_max,
 	    (unsigned long long)st->refused_per_ip, (unsigned long long)st->idle_closed,
@@ -129,7 +136,7 @@ static void format_stats(const struct stats *st, unsigned n, uint64_t ovf, char 
 	    (unsigned long long)st->chained_sends, (unsigned long long)st->accept_paused,
 	    (unsigned long long)st->send_timeouts, (unsigned long long)st->handed_off,
 	    (unsigned long long)ovf, (unsigned long long)st->udp_datagrams,
-	    (unsigned long long)st->udp_bytes);
+	    (unsigned long long)st->udp_bytes, (unsigned long long)st->upgrades);
 
 	for (int i = 0; i < UDP_DROP_REASONS && o > 0 && (size_t)o < len; i++)
 		o += snprintf(buf + o, len - o, " udp_dropped_%s=%llu", udp_drop_name(i),
@@ -305,12 +312,12 @@ static int setup_workers(struct server *s)
 	return ret;
 }
 
-int server_init(struct server *s, const struct config *cfg, const struct config_cli *cli)
+int server_init(struct server *s, const struct config *cfg, const struct config_cli *cli,
+		struct upgrade_state *from)
 {
 	char status[256];
 	int ret;
 
-	memset(s, 0, sizeof(*s));
 	s->cfg = *cfg;
 	s->cli = *cli;
 	s->sigfd = -1;
@@ -327,11 +334,13 @@ int server_init(struct server *s, const struct config *cfg, const struct config_
 	}
 	ret = setup_workers(s);
 	if (ret == 0)
-		ret = setup_listeners(s);
+		ret = from ? restore_listeners(s, from) : setup_listeners(s);
 	if (ret == 0 && s->nworkers > 1)
 		ret = start_threads(s);
 	if (ret)
 		return ret;
+	if (from)
+		restore_connections(s, from);
 	lifecycle_arm(s, &s->workers[0]);
 	/* Accepts are in the kernel before anyone is told we are ready (the
 	 * other loops flushed theirs before they answered start_threads). */
@@ -342,6 +351,8 @@ int server_init(struct server *s, const struct config *cfg, const struct config_
 		   s->listeners.n, plural_s(s->listeners.n), s->cfg.buffer_count,
 		   s->cfg.buffer_size, s->cfg.max_connections,
 		   plural_s(s->cfg.max_connections));
+	if (s->upgrade.stop_after)
+		lifecycle_stop(s, &s->workers[0]);
 	return 0;
 }
 

@@ -12,6 +12,7 @@
 #include "mailbox.h"
 #include "notify.h"
 #include "stats.h"
+#include "upgrade.h"
 
 #include <stdbool.h>
 #include <stdint.h>
@@ -46,11 +47,15 @@ struct server {
 	unsigned conns_at_stop;	   /* for the last log line: connections and */
 	struct stats at_stop;	   /* counters when the shutdown began */
 	char reload_problem[RELOAD_PROBLEM_LEN]; /* reload.c: "" when none */
+	struct upgrade upgrade;			 /* upgrade.c, restore.c */
 };
 
-/* Set up everything and arm the first operations. Returns 0 or an exit
- * status (69: no usable io_uring, 1: other start-up failure), logged. */
-int server_init(struct server *s, const struct config *cfg, const struct config_cli *cli);
+/* Set up everything and arm the first operations: s is zeroed but for
+ * s->upgrade (upgrade_init). from: what the old program of a live upgrade
+ * handed over, or NULL. Returns 0 or an exit status (69: no usable
+ * io_uring, 1: other start-up failure), logged. */
+int server_init(struct server *s, const struct config *cfg, const struct config_cli *cli,
+		struct upgrade_state *from);
 /* Run until shut down. Returns the process exit status. */
 int server_run(struct server *s);
 void server_deinit(struct server *s);
@@ -65,6 +70,8 @@ void server_close_listener(struct server *s, struct listener *l);
 void server_share_config(struct server *s);
 /* Tell every loop to drain (MAIL_DRAIN) or cut (MAIL_CUT). */
 void server_tell(struct server *s, enum mail_type type);
+/* Apply m in loop 0 and send it to the others, without waiting. */
+void server_tell_mail(struct server *s, const struct mail *m);
 /* Counters of every loop added up, and the connections they serve now. */
 void server_totals(const struct server *s, struct stats *st, unsigned *nconns);
 /* SIGUSR1: the totals on one line, then one line per loop if several. */

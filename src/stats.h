@@ -18,6 +18,8 @@ enum udp_drop {
 	UDP_DROP_REASONS
 };
 
+/* A live upgrade hands these over as they lie in memory (upgrade.h): add
+ * counters at the end only, and bump UPSTATE_VERSION to move one. */
 struct stats {
 	uint64_t conns_total;	  /* accepted and served */
 	uint64_t bytes;		  /* echoed (sent back) */
@@ -32,6 +34,7 @@ struct stats {
 	uint64_t accept_paused;	  /* accept pauses on EMFILE/ENFILE/ENOMEM */
 	uint64_t send_timeouts;	  /* reset by send_timeout_ms */
 	uint64_t handed_off;	  /* accepted here, served by a lighter loop */
+	uint64_t upgrades;	  /* live upgrades this daemon went through */
 	/* How connections ended (refused ones not counted): */
 	uint64_t conns_closed;	    /* all of them */
 	uint64_t closed_by_client;  /* the client's EOF, its echo complete */

@@ -93,7 +93,7 @@ static void arm(struct worker *w, struct udp_view *v)
 {
 	struct io_uring_sqe *sqe;
 
-	if (v->armed || w->state != WORKER_RUNNING)
+	if (v->armed || w->state != WORKER_RUNNING || w->quiescing)
 		return;
 	sqe = ring_get_sqe(&w->ring);
 	if (!sqe)
@@ -316,6 +316,7 @@ static bool reply(struct worker *w, const struct udp_view *v, uint16_t bid,
 	/* MSG_DONTWAIT: a full socket buffer drops the reply, never waits. */
 	io_uring_prep_sendmsg(sqe, v->fd, &r->msg, MSG_DONTWAIT | MSG_NOSIGNAL);
 	io_uring_sqe_set_data64(sqe, op_encode(OP_UDP_SEND, bid));
+	w->udp.inflight++;
 	return true;
 }
 
@@ -380,6 +381,7 @@ void udp_on_send(struct worker *w, const struct io_uring_cqe *cqe)
 	if (!u->ready || bid >= u->bufs.count)
 		return;
 	r = &u->replies[bid];
+	u->inflight--;
 	if (cqe->res >= 0) {
 		w->stats.udp_datagrams++;
 		w->stats.udp_bytes += (uint64_t)cqe->res;

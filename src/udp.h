@@ -62,6 +62,7 @@ struct udp {
 	struct udp_view v[CONFIG_MAX_LISTEN];
 	unsigned n;
 	uint64_t recycled_at_starve;
+	unsigned inflight; /* replies not completed yet */
 	struct udp_rate rate;
 	struct ratelimit rl_drop;
 };

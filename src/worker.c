@@ -8,6 +8,7 @@
 #include "op.h"
 #include "server.h"
 #include "shutdown.h"
+#include "upgrade.h"
 
 #include <errno.h>
 #include <unistd.h>
@@ -88,6 +89,7 @@ static void on_tick(struct worker *w)
 	udp_tick(w);
 	accept_maybe_resume(w);
 	shutdown_tick(w);
+	upgrade_progress(w);
 	if (w->index == 0)
 		lifecycle_tick(w->srv, w);
 }
@@ -177,6 +179,9 @@ int worker_run(struct worker *w)
 		udp_after_batch(w);
 		accept_maybe_resume(w);
 		shutdown_after_batch(w);
+		upgrade_progress(w);
+		if (w->index == 0)
+			upgrade_check(w->srv, w);
 		if (!w->tick_armed && !loop_done(w))
 			arm_tick(w);
 	}
@@ -310,6 +315,15 @@ void worker_apply_mail(struct worker *w, const struct mail *m)
 			admission_release(&w->srv->admission, &m->peer);
 			close(m->fd);
 		}
+		break;
+	case MAIL_QUIESCE:
+		upgrade_quiesce(w, m->deadline_ms);
+		break;
+	case MAIL_RESUME:
+		upgrade_resume(w);
+		break;
+	case MAIL_RESTORE:
+		restore_adopt(w, m->conns, m->nconns_restore);
 		break;
 	case MAIL_STATS:
 		*m->stats = w->stats;

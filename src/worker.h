@@ -14,6 +14,7 @@
 #include "ring.h"
 #include "stats.h"
 #include "udp.h"
+#include "upstate.h"
 
 #include <linux/time_types.h>
 #include <pthread.h>
@@ -62,6 +63,13 @@ struct worker {
 	bool tick_armed;
 	bool ticked; /* the first tick has come */
 	bool broken; /* io_uring_enter failed: the ring takes nothing more */
+	/* A live upgrade (upgrade.c): */
+	bool quiescing;		      /* no accepts, no receives */
+	bool sends_stopped;	      /* ... no new sends; those in flight finish */
+	bool sends_cut;		      /* ... past upgrade_timeout_ms: cancelled */
+	atomic_bool quiesced;	      /* nothing in flight; its state is written */
+	uint64_t quiesce_deadline_ms; /* when sends in flight are cancelled */
+	struct upstate_buf handover;  /* its connections, for the new program */
 	uint64_t now_ms;
 	uint64_t next_conn_id;
 	unsigned nconns;	    /* served here (refused ones not counted) */
