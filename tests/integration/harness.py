@@ -260,6 +260,8 @@ class Daemon:
     wrapper: a program (path, or argv list) that runs the daemon, such as
     systemd-socket-activate: the daemon's own argv follows it.
     extra_env: variables to set for the daemon (NOTIFY_SOCKET, WATCHDOG_USEC).
+    program: the daemon's program file, if not binary() (a copy that a
+    test replaces, as a package upgrade does).
     forward_env: for a wrapper that passes on only the variables it is told
     to, its option that sets one for the daemon, NAME=VALUE
     (systemd-socket-activate's "-E"): each variable the harness sets
@@ -269,7 +271,7 @@ class Daemon:
     def __init__(self, config=None, args=(), port=0, host="127.0.0.1",
                  preexec_fn=None, wrapper=None, conf_path=None, no_config=False,
                  asan_options=None, journal=True, env=None, extra_env=None,
-                 forward_env=None):
+                 forward_env=None, program=None):
         settings = {"listen": ["%s:%d" % (host, port)]}
         # RINGECHO_TEST_WORKERS=N runs every daemon with workers = N unless a
         # test asks for a number itself (ctest runs the suite with 1 and 2).
@@ -306,7 +308,7 @@ class Daemon:
             # its own stderr to be "the journal" would log to journald's
             # socket, where there is one, instead of into the pipe.
             env.pop("JOURNAL_STREAM", None)
-        self.cmd = prefix + [binary()] + conf_args + list(args)
+        self.cmd = prefix + [program or binary()] + conf_args + list(args)
         try:
             self.proc = subprocess.Popen(self.cmd, stdin=subprocess.DEVNULL,
                                          stdout=subprocess.PIPE, stderr=err_w,

@@ -1,0 +1,402 @@
+# SPDX-License-Identifier: MIT
+"""Live upgrade: SIGUSR2 re-executes the daemon in place and every client
+goes on as if nothing happened.
+
+The clients are the ones an upgrade must not notice: streams checked byte by
+byte, clients that sent megabytes and half-closed without reading, clients
+whose echo the daemon holds because they stopped reading, and a client that
+opens a new connection every few milliseconds.  What can go wrong goes
+wrong here too: a program file that cannot run (the old program serves on),
+an exec that fails after the connections were stopped (they are taken back),
+and a state the new program cannot use (every client gets the echo it is
+owed, then a clean EOF).
+"""
+
+import os
+import re
+import shutil
+import signal
+import socket
+import tempfile
+import threading
+import time
+import unittest
+
+import harness
+from harness import (CheckedTestCase, KiB, MiB, bytes_read_by_daemon, fill_until_paused,
+                     random_bytes, read_all_until_eof, send_in_background)
+
+harness.exit_77_unless_io_uring()
+
+UPGRADED = (r"^<5>upgrade: from ringechod (\S+) to (\S+) in (\d+) ms: (\d+) connections? "
+            r"and (\d+) listeners? carried over$")
+READY = r"^<5>ready"
+# Small enough that twenty clients fill it fast, big enough to be megabytes
+# across them.
+PENDING = 256 * KiB
+
+
+def version_of(path):
+    import subprocess
+    out = subprocess.run([path, "--version"], capture_output=True, text=True, timeout=60)
+    return out.stdout.split()[1]
+
+
+class Connector(threading.Thread):
+    """Opens a connection every few milliseconds and checks its echo: no
+    connection may be refused, reset or go unanswered across an upgrade."""
+
+    def __init__(self, addr, every=0.003):
+        super().__init__(daemon=True)
+        self.addr, self.every = addr, every
+        self.stop = threading.Event()
+        self.done, self.failures = 0, []
+
+    def run(self):
+        i = 0
+        while not self.stop.is_set() and len(self.failures) < 5:
+            payload = b"connection %d\n" % i
+            try:
+                with socket.create_connection(self.addr, timeout=30) as s:
+                    s.sendall(payload)
+                    got = b""
+                    while len(got) < len(payload):
+                        b = s.recv(4096)
+                        if not b:
+                            break
+                        got += b
+                    if got != payload:
+                        self.failures.append("connection %d: echo %r" % (i, got))
+                    else:
+                        self.done += 1
+            except OSError as e:
+                self.failures.append("connection %d: %s" % (i, e))
+            i += 1
+            self.stop.wait(self.every)
+
+    def finish(self, testcase):
+        self.stop.set()
+        self.join(60)
+        testcase.assertFalse(self.is_alive(), "the connecting client hangs")
+        testcase.assertEqual(self.failures, [], "connections failed across upgrades")
+
+
+class UpgradeTestCase(CheckedTestCase):
+
+    def upgrade(self, d, timeout=60):
+        """SIGUSR2, then wait for the new program's summary and ready lines."""
+        n, ready = len(d.find_log(UPGRADED)), len(d.find_log(READY))
+        d.send_signal(signal.SIGUSR2)
+        deadline = time.monotonic() + timeout
+        while len(d.find_log(UPGRADED)) <= n or len(d.find_log(READY)) <= ready:
+            if not d.running():
+                d.fail("the daemon exited during an upgrade")
+            if time.monotonic() > deadline:
+                d.fail("no upgrade within %.0f s" % timeout)
+            time.sleep(0.01)
+        return d.find_log(UPGRADED)[n]
+
+    def program_copy(self):
+        """A copy of the daemon's program file that the test may replace."""
+        tmp = tempfile.mkdtemp(prefix="ringecho-upgrade-")
+        self.addCleanup(shutil.rmtree, tmp, True)
+        path = os.path.join(tmp, "ringechod")
+        shutil.copy2(harness.binary(), path)
+        return path
+
+    def replace_program(self, path, data, mode=0o755):
+        """A new file (a new inode) at path, as dpkg installs one."""
+        tmp = path + ".new"
+        with open(tmp, "wb") as f:
+            f.write(data)
+        os.chmod(tmp, mode)
+        os.rename(tmp, path)
+
+
+class LiveUpgradeTest(UpgradeTestCase):
+
+    def test_ten_upgrades_under_load(self):
+        """100 streams, 20 half-closed unread megabytes, 20 paused at
+        max_pending_bytes and a connection every few ms, across 10 upgrades:
+        the same process, and no byte, connection or EOF out of place."""
+        d = self.start({"max_pending_bytes": PENDING, "idle_timeout_ms": 0})
+        exe = os.readlink("/proc/%d/exe" % d.pid)
+        streams = self.streamers(d, 100, seed=13, chunk=2048, interval=0.005)
+        # Half-closed without reading: what they sent waits, in the daemon's
+        # memory and in the sockets, for them to read.
+        # More than the sockets hold (the daemon's send buffer grows to
+        # 4 MiB), so that their echo waits in the daemon, which stopped
+        # reading them.
+        unread = [self.slow_reader(d, rcvbuf=64 * KiB) for _ in range(20)]
+        unread_data = [random_bytes(8 * MiB, 100 + i) for i in range(20)]
+        senders = [send_in_background(s, p) for s, p in zip(unread, unread_data)]
+        for s in unread:
+            harness.wait_until(lambda: (harness.daemon_rx_queue(s) or 0) > 0, 60,
+                               "the daemon to stop reading a half-closing client", d)
+        paused = [self.client(d) for _ in range(20)]
+        paused_sent = [fill_until_paused(s, seed=200 + i) for i, s in enumerate(paused)]
+        connector = Connector(d.addr)
+        connector.start()
+        self.addCleanup(connector.stop.set)
+
+        carried = []
+        for _ in range(10):
+            # Some traffic and a new connection between upgrades, then one
+            # more.
+            before, connected = sum(streams.received()), connector.done
+            streams.pump(lambda: (sum(streams.received()) > before + 200 * KiB
+                                  and connector.done > connected) or connector.failures,
+                         what="echo and a new connection between upgrades")
+            done = threading.Event()
+            result = []
+            t = threading.Thread(target=lambda: (result.append(self.upgrade(d)), done.set()),
+                                 daemon=True)
+            t.start()
+            streams.pump(done.is_set, what="an upgrade")
+            t.join()
+            carried.append(int(result[0].group(4)))
+        self.assertEqual(os.readlink("/proc/%d/exe" % d.pid), exe)
+        d.assert_running()
+        # Every connection of ours was there at each upgrade (the connector's
+        # come and go).
+        if not all(n >= 140 for n in carried):
+            d.fail("connections carried over: %s" % carried)
+        connector.finish(self)
+
+        stats = d.stats()
+        self.assertEqual(stats["upgrades"], 10)
+        self.finish_streams(streams)
+        # The paused clients read everything back, then half-close: EOF.
+        for s in paused:
+            s.shutdown(socket.SHUT_WR)
+        got = read_all_until_eof(paused + unread, daemon=d)
+        for i, (g, p) in enumerate(zip(got[:20], paused_sent)):
+            harness.assert_same(self, g, p, "paused client %d" % i)
+        for i, ((t, err), g, p) in enumerate(zip(senders, got[20:], unread_data)):
+            t.join(60)
+            self.assertEqual(err, [], "half-closed client %d" % i)
+            harness.assert_same(self, g, p, "half-closed client %d" % i)
+        self.assertEqual(d.find_log(r"^<[0-4]>"), [], "errors or warnings logged")
+        self.stop_clean(d)
+
+    def test_version_and_duration_logged(self):
+        """The log says both versions and how long it took; STATUS and the
+        counters go on from the old program's."""
+        d = self.start()
+        c = self.client(d)
+        self.assert_echo(c, b"before", d)
+        before = d.stats()
+        m = self.upgrade(d)
+        version = version_of(harness.binary())
+        self.assertEqual((m.group(1), m.group(2)), (version, version))
+        self.assertEqual(int(m.group(4)), 1)
+        self.assertEqual(int(m.group(5)), 1)
+        after = d.stats()
+        self.assertEqual(after["upgrades"], 1)
+        self.assertEqual(after["total"], before["total"])
+        self.assertEqual(after["connections"], 1)
+        self.assertGreaterEqual(after["bytes"], before["bytes"])
+        self.assert_echo(c, b"after", d)
+        self.assertTrue(d.find_log(r"^<5>upgrade: from ringechod %s to %s \(" % (version, version)))
+        self.stop_clean(d)
+
+    def test_signals_during_upgrade(self):
+        """While an upgrade waits for its sends (held to upgrade_timeout_ms
+        by a test hook), a second SIGUSR2 and a SIGHUP are logged and
+        ignored: one upgrade happens, and every client goes on."""
+        d = self.start({"max_pending_bytes": PENDING, "upgrade_timeout_ms": 3000},
+                       extra_env={"RINGECHO_TEST_UPGRADE_STATE": "hold"})
+        p = self.client(d)
+        sent = fill_until_paused(p)
+        c = self.client(d)
+        self.assert_echo(c, b"before", d)
+        d.send_signal(signal.SIGUSR2)
+        d.wait_log(r"^<5>upgrade: from ringechod \S+ to \S+ \(")
+        d.send_signal(signal.SIGUSR2)
+        d.wait_log(r"^<5>SIGUSR2 received during an upgrade: ignored$")
+        d.send_signal(signal.SIGHUP)
+        d.wait_log(r"^<5>SIGHUP received during an upgrade: ")
+        d.wait_log(UPGRADED)
+        self.assert_echo(c, b"after", d)
+        self.assertEqual(len(d.find_log(UPGRADED)), 1)
+        self.assertEqual(d.stats()["upgrades"], 1)
+        p.shutdown(socket.SHUT_WR)
+        harness.assert_same(self, harness.recv_until_eof(p), sent, "paused client")
+        self.stop_clean(d)
+
+    def test_sigterm_during_upgrade(self):
+        """SIGTERM in the middle of an upgrade: the new program takes every
+        connection, then shuts down gracefully, each client getting its echo
+        and EOF."""
+        d = self.start({"max_pending_bytes": PENDING, "upgrade_timeout_ms": 2000})
+        p = self.client(d)
+        sent = fill_until_paused(p)
+        d.send_signal(signal.SIGUSR2)
+        d.send_signal(signal.SIGTERM)
+        harness.wait_until(lambda: d.find_log(r"^<5>shutting down") or not d.running(),
+                           60, "a shutdown", d)
+        p.shutdown(socket.SHUT_WR)
+        harness.assert_same(self, harness.recv_until_eof(p), sent, "paused client")
+        self.assertEqual(d.wait_exit(), 0)
+        self.assert_no_sanitizer_report(d)
+
+    def test_workers_and_udp_carried(self):
+        """workers = 2 with a UDP listener: each loop quiesces, the new
+        program shares the connections out again, and UDP answers after."""
+        port = harness.free_port("127.0.0.1")
+        d = self.start({"workers": 2, "listen_udp": ["127.0.0.1:%d" % port]})
+        streams = self.streamers(d, 40, seed=3, interval=0.005)
+        u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.addCleanup(u.close)
+        u.settimeout(10)
+        u.sendto(b"before", ("127.0.0.1", port))
+        self.assertEqual(u.recv(100), b"before")
+        for _ in range(3):
+            done = threading.Event()
+            threading.Thread(target=lambda: (self.upgrade(d), done.set()), daemon=True).start()
+            streams.pump(done.is_set, what="an upgrade")
+        m = d.find_log(UPGRADED)[-1]
+        self.assertEqual(int(m.group(5)), 2)  # TCP and UDP
+        u.sendto(b"after", ("127.0.0.1", port))
+        self.assertEqual(u.recv(100), b"after")
+        mark = d.log_mark()
+        stats = d.stats()
+        d.wait_log(r"^<6>worker 1: ", start=mark)
+        workers = d.find_log(r"^<6>worker (\d): connections=(\d+)", start=mark)
+        self.assertEqual(len(workers), 2)
+        self.assertTrue(all(int(w.group(2)) > 0 for w in workers),
+                        "a loop got no connection back: %s" % [w.group(0) for w in workers])
+        self.assertEqual(stats["upgrades"], 3)
+        self.finish_streams(streams)
+        self.stop_clean(d)
+
+
+class ProgramFileTest(UpgradeTestCase):
+
+    def test_replaced_program_runs(self):
+        """A new file at the program's path (a package upgrade) is what runs
+        after the next upgrade: /proc/PID/exe is the new file."""
+        path = self.program_copy()
+        with open(path, "rb") as f:
+            image = f.read()
+        version = version_of(path).encode()
+        newer = version[:-1] + (b"9" if version[-1:] != b"9" else b"8")
+        literal = b"\0" + version + b"\0"
+        self.assertIn(literal, image)
+        d = self.start(program=path)
+        c = self.client(d)
+        self.assert_echo(c, b"one", d)
+        self.replace_program(path, image.replace(literal, b"\0" + newer + b"\0"))
+        self.assertTrue(os.readlink("/proc/%d/exe" % d.pid).endswith(" (deleted)"))
+        m = self.upgrade(d)
+        self.assertEqual((m.group(1), m.group(2)), (version.decode(), newer.decode()))
+        self.assertEqual(os.readlink("/proc/%d/exe" % d.pid), path)
+        self.assertEqual(os.stat("/proc/%d/exe" % d.pid).st_ino, os.stat(path).st_ino)
+        self.assert_echo(c, b"two", d)
+        self.stop_clean(d)
+
+    def test_program_that_cannot_run(self):
+        """Gone, not executable, not a program: the upgrade fails with the
+        reason, and every client goes on as before."""
+        path = self.program_copy()
+        with open(path, "rb") as f:
+            image = f.read()
+        d = self.start({"max_pending_bytes": PENDING}, program=path)
+        streams = self.streamers(d, 20, seed=5, interval=0.005)
+        p = self.client(d)
+        sent = fill_until_paused(p)
+        failures = 0
+        for spoil in ("text", "mode", "gone"):
+            if spoil == "text":
+                self.replace_program(path, b"this is not a program\n")
+            elif spoil == "mode":
+                self.replace_program(path, image, mode=0o644)
+            else:
+                os.unlink(path)
+            d.send_signal(signal.SIGUSR2)
+            failures += 1
+            harness.wait_until(
+                lambda: len(d.find_log(r"^<3>upgrade: .*; serving on$")) >= failures,
+                60, "the upgrade to fail (%s)" % spoil, d)
+            before = sum(streams.received())
+            streams.pump(lambda: sum(streams.received()) > before + 50 * KiB,
+                         what="echo after a failed upgrade")
+        self.assertEqual(d.find_log(UPGRADED), [])
+        # And once the file is right again, the upgrade goes through.
+        self.replace_program(path, image)
+        done = threading.Event()
+        threading.Thread(target=lambda: (self.upgrade(d), done.set()), daemon=True).start()
+        streams.pump(done.is_set, what="an upgrade")
+        self.finish_streams(streams)
+        p.shutdown(socket.SHUT_WR)
+        harness.assert_same(self, harness.recv_until_eof(p), sent, "paused client")
+        self.stop_clean(d)
+
+    def test_failed_exec_takes_everything_back(self):
+        """The exec fails after every connection was stopped and written:
+        they are all served again, the paused echo included, and new
+        clients are accepted."""
+        d = self.start({"max_pending_bytes": PENDING},
+                       extra_env={"RINGECHO_TEST_UPGRADE_STATE": "noexec"})
+        streams = self.streamers(d, 20, seed=6, interval=0.005)
+        paused = [self.client(d) for _ in range(5)]
+        sent = [fill_until_paused(s, seed=i) for i, s in enumerate(paused)]
+        for n in (1, 2):
+            d.send_signal(signal.SIGUSR2)
+            harness.wait_until(
+                lambda: len(d.find_log(r"^<3>upgrade: cannot execute .*; serving on$")) >= n,
+                60, "the exec to fail", d)
+            before = sum(streams.received())
+            streams.pump(lambda: sum(streams.received()) > before + 50 * KiB,
+                         what="echo after a failed exec")
+        self.assert_echo(self.client(d), b"a new client", d)
+        self.finish_streams(streams)
+        for s in paused:
+            s.shutdown(socket.SHUT_WR)
+        got = read_all_until_eof(paused, daemon=d)
+        for i, (g, p) in enumerate(zip(got, sent)):
+            harness.assert_same(self, g, p, "paused client %d" % i)
+        self.assertEqual(d.stats()["upgrades"], 0)
+        self.stop_clean(d)
+
+
+class UnusableStateTest(UpgradeTestCase):
+    """The new program cannot use what the old one left."""
+
+    def check_unusable(self, hook, owed_kept):
+        d = self.start({"max_pending_bytes": PENDING},
+                       extra_env={"RINGECHO_TEST_UPGRADE_STATE": hook})
+        paused = [self.client(d) for _ in range(10)]
+        sent = [fill_until_paused(s, seed=i) for i, s in enumerate(paused)]
+        read = [bytes_read_by_daemon(s, len(p)) for s, p in zip(paused, sent)]
+        quiet = [self.client(d) for _ in range(10)]
+        for i, q in enumerate(quiet):
+            self.assert_echo(q, b"quiet %d" % i, d)
+        d.send_signal(signal.SIGUSR2)
+        d.wait_log(r"^<3>upgrade: cannot use the state the old program left \(")
+        # Every client: the echo it is owed (what the daemon had read), in
+        # order, then a clean EOF.
+        got = read_all_until_eof(paused + quiet, daemon=d)
+        for i, (g, p, n) in enumerate(zip(got, sent, read)):
+            harness.assert_same(self, g, p[:len(g)], "paused client %d (prefix)" % i)
+            if owed_kept:
+                self.assertGreaterEqual(len(g), n, "paused client %d: echo owed lost" % i)
+        self.assertEqual(got[10:], [b""] * 10)
+        # The listener is served.
+        self.assert_echo(self.client(d), b"new client", d)
+        self.stop_clean(d)
+
+    def test_unknown_version(self):
+        self.check_unusable("version", owed_kept=True)
+
+    def test_damaged(self):
+        self.check_unusable("damaged", owed_kept=True)
+
+    def test_unreadable(self):
+        """No header: the sockets are found, the echo they are owed is not;
+        they still end with a clean EOF and the listener is served."""
+        self.check_unusable("unreadable", owed_kept=False)
+
+
+if __name__ == "__main__":
+    unittest.main()
