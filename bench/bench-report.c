@@ -11,7 +11,7 @@ static const char *const proto_names[] = {"tcp", "udp"};
 struct figures {
 	double secs, rate, client_cpu;
 	double srv_user, srv_sys, srv_tasks, srv_cpu;
-	double core_busy, core_softirq; /* the server's core, all that ran on it */
+	double core_busy, core_softirq; /* the server's cores, all that ran on them */
 	double others, steal;		/* CPU seconds of everything else, and stolen */
 	uint64_t p50, p90, p99, p999, mean;
 };
@@ -73,8 +73,8 @@ static void print_text(const struct bench *b, const struct figures *f)
 	if (o->proto == PROTO_UDP)
 		print_udp_text(b);
 	if (b->win.core_ok)
-		printf("  core %d:   busy %.2f s (softirq %.2f), %.0f msg/busy-s\n",
-		       o->server_cpu, f->core_busy, f->core_softirq,
+		printf("  cpus %s:   busy %.2f s (softirq %.2f), %.0f msg/busy-s\n",
+		       o->server_cpus_text, f->core_busy, f->core_softirq,
 		       f->core_busy > 0 ? (double)b->win.msgs / f->core_busy : 0);
 	if (!b->win.srv_ok)
 		return;
@@ -106,9 +106,10 @@ static void print_core_json(const struct bench *b, const struct figures *f)
 		printf("\"server_core\":null,");
 		return;
 	}
-	printf("\"server_core\":{\"cpu\":%d,\"busy_s\":%.3f,\"softirq_s\":%.3f,"
-	       "\"msgs_per_busy_s\":%.1f},",
-	       b->o.server_cpu, f->core_busy, f->core_softirq,
+	printf("\"server_core\":{\"cpus\":\"%s\",\"ncpus\":%u,\"busy_s\":%.3f,"
+	       "\"softirq_s\":%.3f,\"msgs_per_busy_s\":%.1f},",
+	       b->o.server_cpus_text, b->o.server_cpus.count, f->core_busy,
+	       f->core_softirq,
 	       f->core_busy > 0 ? (double)b->win.msgs / f->core_busy : 0);
 }
 
