@@ -136,8 +136,8 @@ static void window_open(struct bench *b)
 	if (b->o.server_pid)
 		b->win.srv_ok = proc_cpu_read(b->o.server_pid, &b->win.srv0) == 0;
 	if (b->o.server_cpus.count)
-		b->win.core_ok = proc_cores_busy(&b->o.server_cpus, &b->win.core0) == 0;
-	proc_machine_busy(&b->win.busy0, &b->win.steal0);
+		b->win.core_ok = proc_cores_time(&b->o.server_cpus, &b->win.core0) == 0;
+	b->win.mach_ok = proc_cores_time(NULL, &b->win.mach0) == 0;
 	b->win.udp0 = b->udp;
 	b->win.client_cpu0 = self_cpu_s();
 	b->win.t0 = now_ns();
@@ -151,9 +151,11 @@ static void window_close(struct bench *b)
 	b->win.msgs = b->msgs;
 	b->win.client_cpu1 = self_cpu_s();
 	b->win.udp1 = b->udp;
-	proc_machine_busy(&b->win.busy1, &b->win.steal1);
+	if (b->win.mach_ok)
+		b->win.mach_ok = proc_cores_time(NULL, &b->win.mach1) == 0 &&
+				 b->win.mach1.ncpus == b->win.mach0.ncpus;
 	if (b->win.core_ok)
-		b->win.core_ok = proc_cores_busy(&b->o.server_cpus, &b->win.core1) == 0;
+		b->win.core_ok = proc_cores_time(&b->o.server_cpus, &b->win.core1) == 0;
 	if (b->win.srv_ok)
 		b->win.srv_ok = proc_cpu_read(b->o.server_pid, &b->win.srv1) == 0;
 	perf_command(b, "disable\n");

@@ -85,7 +85,8 @@ struct window {
 	bool srv_ok;
 	struct core_time core0, core1; /* the server's cores (--server-cpu) */
 	bool core_ok;
-	double busy0, busy1, steal0, steal1; /* whole machine */
+	struct core_time mach0, mach1; /* every online CPU */
+	bool mach_ok;
 	struct udp_counts udp0, udp1;
 };
 

@@ -58,26 +58,6 @@ static double sum_tasks(int pid, unsigned int *count)
 	return (double)ticks / (double)sysconf(_SC_CLK_TCK);
 }
 
-int proc_machine_busy(double *busy_s, double *steal_s)
-{
-	unsigned long long v[8] = {0};
-	double hz = (double)sysconf(_SC_CLK_TCK);
-	FILE *f = fopen("/proc/stat", "re");
-	int n;
-
-	if (!f)
-		return -errno;
-	/* cpu user nice system idle iowait irq softirq steal */
-	n = fscanf(f, "cpu %llu %llu %llu %llu %llu %llu %llu %llu", &v[0], &v[1], &v[2],
-		   &v[3], &v[4], &v[5], &v[6], &v[7]);
-	fclose(f);
-	if (n != 8)
-		return -EINVAL;
-	*busy_s = (double)(v[0] + v[1] + v[2] + v[5] + v[6]) / hz;
-	*steal_s = (double)v[7] / hz;
-	return 0;
-}
-
 int proc_cpu_read(int pid, struct proc_cpu *out)
 {
 	char path[64];
@@ -142,38 +122,46 @@ int cpu_list_parse(const char *text, struct cpu_list *out)
 	return -EINVAL;
 }
 
-int proc_cores_busy(const struct cpu_list *cpus, struct core_time *out)
+/* Adds one "user nice system idle iowait irq softirq steal" tail to *out. */
+static int add_cpu_line(const char *fields, struct core_time *out)
 {
 	unsigned long long v[8];
 	double hz = (double)sysconf(_SC_CLK_TCK);
-	unsigned long long busy = 0, soft = 0;
-	unsigned int found = 0;
+
+	if (sscanf(fields, "%llu %llu %llu %llu %llu %llu %llu %llu", &v[0], &v[1], &v[2],
+		   &v[3], &v[4], &v[5], &v[6], &v[7]) != 8)
+		return -EINVAL;
+	out->idle_s += (double)(v[3] + v[4]) / hz;
+	out->steal_s += (double)v[7] / hz;
+	out->ticked_busy_s += (double)(v[0] + v[1] + v[2] + v[5] + v[6]) / hz;
+	out->softirq_s += (double)(v[5] + v[6]) / hz;
+	out->ncpus++;
+	return 0;
+}
+
+int proc_cores_time(const struct cpu_list *cpus, struct core_time *out)
+{
 	unsigned long cpu;
 	char line[512];
-	int off;
+	int off, err = 0;
 	FILE *f = fopen("/proc/stat", "re");
 
 	if (!f)
 		return -errno;
-	while (fgets(line, sizeof(line), f)) {
-		/* "cpuN user nice system idle iowait irq softirq steal ...", not the
-		 * machine's "cpu  ..." (which %lu alone would take for a CPU). */
+	memset(out, 0, sizeof(*out));
+	while (!err && fgets(line, sizeof(line), f)) {
+		/* "cpuN ...", not the machine's "cpu  ..." (which %lu alone would
+		 * take for a CPU number). */
 		if (strncmp(line, "cpu", 3) || line[3] < '0' || line[3] > '9' ||
-		    sscanf(line + 3, "%lu %n", &cpu, &off) != 1 ||
-		    !cpu_list_has(cpus, cpu))
+		    sscanf(line + 3, "%lu %n", &cpu, &off) != 1)
 			continue;
-		off += 3;
-		if (sscanf(line + off, "%llu %llu %llu %llu %llu %llu %llu %llu", &v[0],
-			   &v[1], &v[2], &v[3], &v[4], &v[5], &v[6], &v[7]) != 8)
-			break;
-		busy += v[0] + v[1] + v[2] + v[5] + v[6];
-		soft += v[5] + v[6];
-		found++;
+		if (!cpus || cpu_list_has(cpus, cpu))
+			err = add_cpu_line(line + 3 + off, out);
 	}
 	fclose(f);
-	if (!cpus->count || found != cpus->count)
+	if (err)
+		return err;
+	if (!out->ncpus || (cpus && out->ncpus != cpus->count))
 		return -ENOENT;
-	out->busy_s = (double)busy / hz;
-	out->softirq_s = (double)soft / hz;
 	return 0;
 }
