@@ -11,10 +11,18 @@ static const char *const proto_names[] = {"tcp", "udp"};
 struct figures {
 	double secs, rate, client_cpu;
 	double srv_user, srv_sys, srv_tasks, srv_cpu;
-	double core_busy, core_softirq; /* the server's core, all that ran on it */
-	double others, steal;		/* CPU seconds of everything else, and stolen */
+	/* The server's cores: all that ran there; of it, what the ticks saw. */
+	double core_busy, core_ticked, core_softirq;
+	double others, steal; /* CPU seconds of everything else, and stolen */
 	uint64_t p50, p90, p99, p999, mean;
 };
+
+/* Seconds the CPUs of a and z were not idle between the two reads, secs apart. */
+static double busy_between(const struct core_time *a, const struct core_time *z,
+			   double secs)
+{
+	return a->ncpus * secs - (z->idle_s - a->idle_s) - (z->steal_s - a->steal_s);
+}
 
 static void compute(const struct bench *b, struct figures *f)
 {
@@ -28,10 +36,13 @@ static void compute(const struct bench *b, struct figures *f)
 	f->srv_sys = w->srv1.sys_s - w->srv0.sys_s;
 	f->srv_tasks = w->srv1.tasks_s - w->srv0.tasks_s;
 	f->srv_cpu = f->srv_user + f->srv_sys;
-	f->core_busy = w->core1.busy_s - w->core0.busy_s;
+	f->core_busy = busy_between(&w->core0, &w->core1, f->secs);
+	f->core_ticked = w->core1.ticked_busy_s - w->core0.ticked_busy_s;
 	f->core_softirq = w->core1.softirq_s - w->core0.softirq_s;
-	f->others = (w->busy1 - w->busy0) - f->client_cpu - (w->srv_ok ? f->srv_cpu : 0);
-	f->steal = w->steal1 - w->steal0;
+	f->others = w->mach_ok ? busy_between(&w->mach0, &w->mach1, f->secs) -
+				     f->client_cpu - (w->srv_ok ? f->srv_cpu : 0)
+			       : 0;
+	f->steal = w->mach_ok ? w->mach1.steal_s - w->mach0.steal_s : 0;
 	f->p50 = hist_quantile(h, 0.50);
 	f->p90 = hist_quantile(h, 0.90);
 	f->p99 = hist_quantile(h, 0.99);
@@ -73,8 +84,9 @@ static void print_text(const struct bench *b, const struct figures *f)
 	if (o->proto == PROTO_UDP)
 		print_udp_text(b);
 	if (b->win.core_ok)
-		printf("  core %d:   busy %.2f s (softirq %.2f), %.0f msg/busy-s\n",
-		       o->server_cpu, f->core_busy, f->core_softirq,
+		printf("  cpus %s:   busy %.2f s (ticks: %.2f, softirq %.2f), %.0f "
+		       "msg/busy-s\n",
+		       o->server_cpus_text, f->core_busy, f->core_ticked, f->core_softirq,
 		       f->core_busy > 0 ? (double)b->win.msgs / f->core_busy : 0);
 	if (!b->win.srv_ok)
 		return;
@@ -106,9 +118,10 @@ static void print_core_json(const struct bench *b, const struct figures *f)
 		printf("\"server_core\":null,");
 		return;
 	}
-	printf("\"server_core\":{\"cpu\":%d,\"busy_s\":%.3f,\"softirq_s\":%.3f,"
-	       "\"msgs_per_busy_s\":%.1f},",
-	       b->o.server_cpu, f->core_busy, f->core_softirq,
+	printf("\"server_core\":{\"cpus\":\"%s\",\"ncpus\":%u,\"busy_s\":%.3f,"
+	       "\"ticked_busy_s\":%.3f,\"softirq_s\":%.3f,\"msgs_per_busy_s\":%.1f},",
+	       b->o.server_cpus_text, b->o.server_cpus.count, f->core_busy,
+	       f->core_ticked, f->core_softirq,
 	       f->core_busy > 0 ? (double)b->win.msgs / f->core_busy : 0);
 }
 

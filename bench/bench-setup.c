@@ -43,7 +43,8 @@ static const char usage_text[] =
     "      --timeout MS         UDP: a datagram unanswered this long is lost and\n"
     "                           replaced by a new one (default 200)\n"
     "      --server-pid PID     report PID's CPU time over the window (/proc)\n"
-    "      --server-cpu N       report CPU N's busy time, softirq included\n"
+    "      --server-cpu LIST    report the busy time of these CPUs (as taskset -c:\n"
+    "                           0 or 0-3,8), softirq included, summed\n"
     "      --perf-ctl CTL,ACK   enable/disable a 'perf stat -D -1 --control\n"
     "                           fifo:CTL,ACK' at the window's edges\n"
     "      --json               one JSON object on stdout\n"
@@ -216,7 +217,9 @@ static bool parse_one(struct opts *o, int opt, const char *arg, long *size)
 		o->server_pid = (int)parse_uint(arg, 1, 1 << 30);
 		break;
 	case OPT_SERVER_CPU:
-		o->server_cpu = (int)parse_uint(arg, 0, 1 << 16);
+		if (cpu_list_parse(arg, &o->server_cpus) < 0)
+			usage_error("bad CPU list '%s' (expected e.g. 0 or 0-3,8)", arg);
+		o->server_cpus_text = arg;
 		break;
 	case OPT_PERF_CTL:
 		o->perf_ctl = arg;
@@ -280,8 +283,7 @@ void opts_parse(struct bench *b, int argc, char **argv)
 			   .duration = 5,
 			   .warmup = 1,
 			   .sources = 1,
-			   .connect_batch = CONNECT_BATCH_DEFAULT,
-			   .server_cpu = -1};
+			   .connect_batch = CONNECT_BATCH_DEFAULT};
 	while ((opt = getopt_long(argc, argv, "t:P:m:c:s:D:d:w:n:S:qh", long_opts,
 				  NULL)) != -1) {
 		if (opt == 'h') {

@@ -23,7 +23,7 @@
  *
  * Window: connect all, warm up, then measure for --duration; at the window's
  * edges the server's CPU time is read from /proc (--server-pid), and its
- * core's busy time, softirq included, from /proc/stat (--server-cpu); a perf
+ * cores' busy time, softirq included, from /proc/stat (--server-cpu); a perf
  * stat started with "-D -1 --control fifo:CTL,ACK" is enabled/disabled
  * (--perf-ctl), so every figure covers the same interval. Afterwards the
  * echoes still in flight are drained and checked.
@@ -135,9 +135,9 @@ static void window_open(struct bench *b)
 	perf_command(b, "enable\n");
 	if (b->o.server_pid)
 		b->win.srv_ok = proc_cpu_read(b->o.server_pid, &b->win.srv0) == 0;
-	if (b->o.server_cpu >= 0)
-		b->win.core_ok = proc_core_busy(b->o.server_cpu, &b->win.core0) == 0;
-	proc_machine_busy(&b->win.busy0, &b->win.steal0);
+	if (b->o.server_cpus.count)
+		b->win.core_ok = proc_cores_time(&b->o.server_cpus, &b->win.core0) == 0;
+	b->win.mach_ok = proc_cores_time(NULL, &b->win.mach0) == 0;
 	b->win.udp0 = b->udp;
 	b->win.client_cpu0 = self_cpu_s();
 	b->win.t0 = now_ns();
@@ -151,9 +151,11 @@ static void window_close(struct bench *b)
 	b->win.msgs = b->msgs;
 	b->win.client_cpu1 = self_cpu_s();
 	b->win.udp1 = b->udp;
-	proc_machine_busy(&b->win.busy1, &b->win.steal1);
+	if (b->win.mach_ok)
+		b->win.mach_ok = proc_cores_time(NULL, &b->win.mach1) == 0 &&
+				 b->win.mach1.ncpus == b->win.mach0.ncpus;
 	if (b->win.core_ok)
-		b->win.core_ok = proc_core_busy(b->o.server_cpu, &b->win.core1) == 0;
+		b->win.core_ok = proc_cores_time(&b->o.server_cpus, &b->win.core1) == 0;
 	if (b->win.srv_ok)
 		b->win.srv_ok = proc_cpu_read(b->o.server_pid, &b->win.srv1) == 0;
 	perf_command(b, "disable\n");

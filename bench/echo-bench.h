@@ -46,7 +46,8 @@ struct opts {
 	unsigned int connect_batch;
 	uint64_t timeout_ns; /* UDP: a datagram unanswered this long is lost; TCP: 0 */
 	int server_pid;
-	int server_cpu; /* -1: not given */
+	struct cpu_list server_cpus;  /* --server-cpu; count 0: not given */
+	const char *server_cpus_text; /* as given, for the report */
 	const char *perf_ctl;
 	bool json, progress, quiet;
 };
@@ -82,9 +83,10 @@ struct window {
 	double client_cpu0, client_cpu1;
 	struct proc_cpu srv0, srv1;
 	bool srv_ok;
-	struct core_time core0, core1; /* the server's core (--server-cpu) */
+	struct core_time core0, core1; /* the server's cores (--server-cpu) */
 	bool core_ok;
-	double busy0, busy1, steal0, steal1; /* whole machine */
+	struct core_time mach0, mach1; /* every online CPU */
+	bool mach_ok;
 	struct udp_counts udp0, udp1;
 };
 

@@ -4,7 +4,9 @@
 
 #include <dirent.h>
 #include <errno.h>
+#include <stdbool.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -56,26 +58,6 @@ static double sum_tasks(int pid, unsigned int *count)
 	return (double)ticks / (double)sysconf(_SC_CLK_TCK);
 }
 
-int proc_machine_busy(double *busy_s, double *steal_s)
-{
-	unsigned long long v[8] = {0};
-	double hz = (double)sysconf(_SC_CLK_TCK);
-	FILE *f = fopen("/proc/stat", "re");
-	int n;
-
-	if (!f)
-		return -errno;
-	/* cpu user nice system idle iowait irq softirq steal */
-	n = fscanf(f, "cpu %llu %llu %llu %llu %llu %llu %llu %llu", &v[0], &v[1], &v[2],
-		   &v[3], &v[4], &v[5], &v[6], &v[7]);
-	fclose(f);
-	if (n != 8)
-		return -EINVAL;
-	*busy_s = (double)(v[0] + v[1] + v[2] + v[5] + v[6]) / hz;
-	*steal_s = (double)v[7] / hz;
-	return 0;
-}
-
 int proc_cpu_read(int pid, struct proc_cpu *out)
 {
 	char path[64];
@@ -93,29 +75,93 @@ int proc_cpu_read(int pid, struct proc_cpu *out)
 	return 0;
 }
 
-int proc_core_busy(int cpu, struct core_time *out)
+static bool cpu_list_has(const struct cpu_list *l, unsigned long cpu)
+{
+	return cpu < CPU_LIST_MAX && (l->bits[cpu / 64] >> (cpu % 64)) & 1;
+}
+
+/* One "A" or "A-B" of a list; returns the end of what it read, or NULL. */
+static const char *cpu_range_parse(const char *s, struct cpu_list *out)
+{
+	unsigned long lo, hi;
+	char *end;
+
+	if (*s < '0' || *s > '9')
+		return NULL;
+	lo = hi = strtoul(s, &end, 10);
+	if (*end == '-') {
+		if (end[1] < '0' || end[1] > '9')
+			return NULL;
+		hi = strtoul(end + 1, &end, 10);
+	}
+	if (lo > hi || hi >= CPU_LIST_MAX)
+		return NULL;
+	for (unsigned long c = lo; c <= hi; c++)
+		if (!cpu_list_has(out, c)) {
+			out->bits[c / 64] |= 1ULL << (c % 64);
+			out->count++;
+		}
+	return end;
+}
+
+int cpu_list_parse(const char *text, struct cpu_list *out)
+{
+	const char *s = text;
+
+	memset(out, 0, sizeof(*out));
+	for (;;) {
+		s = cpu_range_parse(s, out);
+		if (!s)
+			break;
+		if (*s == '\0')
+			return 0;
+		if (*s++ != ',')
+			break;
+	}
+	memset(out, 0, sizeof(*out));
+	return -EINVAL;
+}
+
+/* Adds one "user nice system idle iowait irq softirq steal" tail to *out. */
+static int add_cpu_line(const char *fields, struct core_time *out)
 {
 	unsigned long long v[8];
 	double hz = (double)sysconf(_SC_CLK_TCK);
-	char line[512], want[32];
+
+	if (sscanf(fields, "%llu %llu %llu %llu %llu %llu %llu %llu", &v[0], &v[1], &v[2],
+		   &v[3], &v[4], &v[5], &v[6], &v[7]) != 8)
+		return -EINVAL;
+	out->idle_s += (double)(v[3] + v[4]) / hz;
+	out->steal_s += (double)v[7] / hz;
+	out->ticked_busy_s += (double)(v[0] + v[1] + v[2] + v[5] + v[6]) / hz;
+	out->softirq_s += (double)(v[5] + v[6]) / hz;
+	out->ncpus++;
+	return 0;
+}
+
+int proc_cores_time(const struct cpu_list *cpus, struct core_time *out)
+{
+	unsigned long cpu;
+	char line[512];
+	int off, err = 0;
 	FILE *f = fopen("/proc/stat", "re");
-	int n = 0;
 
 	if (!f)
 		return -errno;
-	snprintf(want, sizeof(want), "cpu%d ", cpu);
-	while (fgets(line, sizeof(line), f))
-		if (!strncmp(line, want, strlen(want))) {
-			/* user nice system idle iowait irq softirq steal */
-			n = sscanf(line + strlen(want),
-				   "%llu %llu %llu %llu %llu %llu %llu %llu", &v[0],
-				   &v[1], &v[2], &v[3], &v[4], &v[5], &v[6], &v[7]);
-			break;
-		}
+	memset(out, 0, sizeof(*out));
+	while (!err && fgets(line, sizeof(line), f)) {
+		/* "cpuN ...", not the machine's "cpu  ..." (which %lu alone would
+		 * take for a CPU number). */
+		if (strncmp(line, "cpu", 3) || line[3] < '0' || line[3] > '9' ||
+		    sscanf(line + 3, "%lu %n", &cpu, &off) != 1)
+			continue;
+		if (!cpus || cpu_list_has(cpus, cpu))
+			err = add_cpu_line(line + 3 + off, out);
+	}
 	fclose(f);
-	if (n != 8)
+	if (err)
+		return err;
+	if (!out->ncpus || (cpus && out->ncpus != cpus->count))
 		return -ENOENT;
-	out->busy_s = (double)(v[0] + v[1] + v[2] + v[5] + v[6]) / hz;
-	out->softirq_s = (double)(v[5] + v[6]) / hz;
 	return 0;
 }
