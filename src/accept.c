@@ -44,7 +44,10 @@ void accept_rearm(struct worker *w, struct accept_view *v)
 		w->acc.resume_ms = w->now_ms + ACCEPT_PAUSE_MS; /* the tick retries */
 		return;
 	}
-	io_uring_prep_multishot_accept(sqe, v->fd, NULL, NULL, SOCK_CLOEXEC);
+	/* Not close-on-exec: a live upgrade's exec carries every connection
+	 * without a system call each (upgrade.h); the only other exec, the
+	 * new program file's tries, closes them in the child (upcheck.c). */
+	io_uring_prep_multishot_accept(sqe, v->fd, NULL, NULL, 0);
 	io_uring_sqe_set_data64(sqe, op_encode(OP_ACCEPT, v->id));
 	v->armed = true;
 }

@@ -529,11 +529,14 @@ size_t config_dump(const struct config *cfg, char *buf, size_t len)
 		if (k->kind == KEY_LISTEN)
 			dump_list(&o, end, k->name, field);
 		else if (k->kind == KEY_UINT)
-			o += snprintf(o, end - o, "%s=%u\n", k->name, *(const unsigned *)field);
+			o += snprintf(o, end - o, "%s=%u\n", k->name,
+				      *(const unsigned *)field);
 		else if (k->kind == KEY_BOOL)
-			o += snprintf(o, end - o, "%s=%d\n", k->name, *(const bool *)field);
+			o += snprintf(o, end - o, "%s=%d\n", k->name,
+				      *(const bool *)field);
 		else
-			o += snprintf(o, end - o, "%s=%d\n", k->name, *(const int *)field);
+			o +=
+			    snprintf(o, end - o, "%s=%d\n", k->name, *(const int *)field);
 	}
 	return o < end ? (size_t)(o - buf) : len;
 }
@@ -586,14 +589,17 @@ int config_undump(struct config *cfg, const char *text, size_t len)
 		if (!(k = find_key(line, &unused)))
 			continue; /* a key this program does not have */
 		if (k->kind == KEY_LISTEN) {
-			if (undump_list((struct addr_list *)((char *)&next + k->offset), eq + 1))
+			if (undump_list((struct addr_list *)((char *)&next + k->offset),
+					eq + 1))
 				return -EINVAL;
 		} else if (k->kind == KEY_BOOL) {
 			*(bool *)((char *)&next + k->offset) = eq[1] == '1';
 		} else if (k->kind == KEY_UINT) {
-			*(unsigned *)((char *)&next + k->offset) = (unsigned)strtoul(eq + 1, NULL, 10);
+			*(unsigned *)((char *)&next + k->offset) =
+			    (unsigned)strtoul(eq + 1, NULL, 10);
 		} else {
-			*(int *)((char *)&next + k->offset) = (int)strtol(eq + 1, NULL, 10);
+			*(int *)((char *)&next + k->offset) =
+			    (int)strtol(eq + 1, NULL, 10);
 		}
 	}
 	if (next.listen.n == 0)

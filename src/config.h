@@ -49,7 +49,7 @@ struct config {
 	unsigned sqpoll_idle_ms; /* 0: no SQPOLL thread */
 	unsigned batch_wait_us;	 /* longest a completion waits for its batch; 0: none */
 	unsigned workers;	 /* event loops, one thread each; 0: one per CPU */
-	unsigned upgrade_timeout_ms; /* SIGUSR2: longest wait for sends in flight */
+	unsigned upgrade_timeout_ms;  /* SIGUSR2: longest wait for sends in flight */
 	unsigned udp_min_source_port; /* datagrams from lower ports dropped; 0: off */
 	unsigned udp_max_rate_per_ip; /* replies a second to one address; 0: off */
 	unsigned udp_buffer_count;    /* UDP receive buffers (a power of two) */

@@ -36,6 +36,8 @@ static bool submit_cancel(struct worker *w, struct conn *c, uint64_t what, int f
 	else
 		io_uring_prep_cancel64(sqe, what, flags);
 	io_uring_sqe_set_data64(sqe, op_encode(OP_CANCEL, c->id));
+	/* Its completion says nothing the cancelled request's will not. */
+	sqe->flags |= IOSQE_CQE_SKIP_SUCCESS;
 	return true;
 }
 
@@ -631,7 +633,9 @@ int echo_adopt(struct worker *w, int fd, const char *bytes, uint32_t len,
 		free(c);
 		return -ENOMEM;
 	}
-	if (getpeername(fd, (struct sockaddr *)&ss, &sl) == 0)
+	if (how->peer.valid)
+		c->peer = how->peer;
+	else if (getpeername(fd, (struct sockaddr *)&ss, &sl) == 0)
 		peer_key_from(&c->peer, &ss);
 	admission_force(&w->srv->admission, &c->peer);
 	c->flags |= how->flags & (CONN_READ_EOF | CONN_NO_RECV | CONN_WR_SHUT);

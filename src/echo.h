@@ -5,6 +5,7 @@
 #define RINGECHO_ECHO_H
 
 #include "conn.h"
+#include "peer.h"
 
 #include <liburing.h>
 #include <stdint.h>
@@ -57,6 +58,7 @@ struct echo_adopted {
 	uint8_t cut;	       /* enum conn_cut */
 	uint64_t idle_ms;      /* since its last activity */
 	uint64_t recv_idle_ms; /* since its last byte received */
+	struct peer_key peer;  /* not valid: asked of the socket */
 };
 /* Serve fd, its echo starting with the len unsent bytes it is owed. It
  * counts against the limits, but is never refused: it was served already.

@@ -27,6 +27,7 @@ static void signal_set(sigset_t *set)
 	sigaddset(set, SIGHUP);
 	sigaddset(set, SIGUSR1);
 	sigaddset(set, SIGUSR2);
+	sigaddset(set, SIGCHLD); /* the new program file's tries (upcheck.h) */
 }
 
 int lifecycle_init(struct server *s)
@@ -117,11 +118,12 @@ void lifecycle_stop(struct server *s, struct worker *w)
 
 static void on_stop_signal(struct server *s, struct worker *w, const char *name)
 {
-	if (s->upgrade.active) {
+	if (s->upgrade.phase == UPGRADE_HANDING_OVER) {
 		/* The connections are the new program's already: it stops. */
 		log_notice("%s received during an upgrade", name);
 		upgrade_stop_after(s);
 	} else if (s->state == SERVER_RUNNING) {
+		upgrade_abandon(s);
 		log_notice("%s received", name);
 		begin_stop(s, w->now_ms);
 	} else if (!s->cut_sent) {
@@ -167,7 +169,7 @@ static void handle_signal(struct server *s, struct worker *w, uint32_t signo)
 		on_stop_signal(s, w, "SIGINT");
 		break;
 	case SIGHUP:
-		if (s->upgrade.active)
+		if (s->upgrade.phase != UPGRADE_NONE)
 			log_notice("SIGHUP received during an upgrade: the new program "
 				   "reads the configuration anyway");
 		else
@@ -175,6 +177,9 @@ static void handle_signal(struct server *s, struct worker *w, uint32_t signo)
 		break;
 	case SIGUSR2:
 		upgrade_begin(s, w);
+		break;
+	case SIGCHLD:
+		upgrade_on_child(s, w);
 		break;
 	case SIGUSR1:
 		server_log_stats(s);
@@ -242,6 +247,7 @@ void lifecycle_tick(struct server *s, struct worker *w)
 	if (!s->sig_armed && !ended(s, w))
 		lifecycle_arm(s, w);
 	check_failures(s, w);
+	upgrade_on_child(s, w); /* a try past its deadline is killed */
 	if (s->state == SERVER_STOPPING && !s->cut_sent &&
 	    w->now_ms >= s->stop_deadline_ms) {
 		unsigned n = admission_total(&s->admission);

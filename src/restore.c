@@ -34,41 +34,59 @@ static bool grow(struct uprec **v, unsigned *cap, unsigned n)
 	return true;
 }
 
-/* Is fd a socket the old program left us (open, not close-on-exec)? Taking
- * it sets close-on-exec, so no fd is taken twice, and whatever is left
- * without it afterwards was not in the state. */
-static bool take_fd(int fd, int *type)
+/* Take fd, which the old program left open across the exec: each at most
+ * once. A record's fd is taken on its word (its envelope's checksum held);
+ * a stray is checked first: a socket, open, not close-on-exec. */
+static bool take_fd(struct upgrade_state *st, int fd, bool check)
 {
-	socklen_t len = sizeof(*type);
-	int flags;
+	int flags, type;
+	socklen_t len = sizeof(type);
 
-	if (fd <= STDERR_FILENO || (flags = fcntl(fd, F_GETFD)) < 0 ||
-	    (flags & FD_CLOEXEC) || getsockopt(fd, SOL_SOCKET, SO_TYPE, type, &len) < 0)
+	if (fd <= STDERR_FILENO || fd >= UPGRADE_FDS_MAX)
 		return false;
-	fcntl(fd, F_SETFD, FD_CLOEXEC);
+	if ((unsigned)fd / 8 >= st->taken_len) {
+		size_t len8 = ((unsigned)fd / 8 + 1) * 2;
+		uint8_t *more = realloc(st->taken, len8);
+		if (!more)
+			return false;
+		memset(more + st->taken_len, 0, len8 - st->taken_len);
+		st->taken = more;
+		st->taken_len = len8;
+	}
+	if (st->taken[fd / 8] & (1u << (fd % 8)))
+		return false;
+	if (check && ((flags = fcntl(fd, F_GETFD)) < 0 || (flags & FD_CLOEXEC) ||
+		      getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &len) < 0))
+		return false;
+	st->taken[fd / 8] |= (uint8_t)(1u << (fd % 8));
 	return true;
+}
+
+/* A socket taken: keep its record. */
+static void add_socket(struct upgrade_state *st, const struct uprec *r)
+{
+	bool listener = r->kind == UPREC_LISTENER;
+
+	if (listener ? grow(&st->listeners, &st->cap_listeners, st->nlisteners)
+		     : grow(&st->conns, &st->cap_conns, st->nconns)) {
+		if (listener)
+			st->listeners[st->nlisteners++] = *r;
+		else
+			st->conns[st->nconns++] = *r;
+	} else {
+		close(r->fd); /* out of memory: the client gets an EOF */
+	}
 }
 
 static void collect(void *ctx, const struct uprec *r)
 {
 	struct upgrade_state *st = ctx;
-	int type;
 
 	if (r->kind == UPREC_LISTENER || r->kind == UPREC_CONN) {
-		bool listener = r->kind == UPREC_LISTENER;
-		if (!take_fd(r->fd, &type)) {
+		if (take_fd(st, r->fd, false))
+			add_socket(st, r);
+		else
 			st->bad_fds++;
-			return;
-		}
-		if (listener ? grow(&st->listeners, &st->cap_listeners, st->nlisteners)
-			     : grow(&st->conns, &st->cap_conns, st->nconns)) {
-			if (listener)
-				st->listeners[st->nlisteners++] = *r;
-			else
-				st->conns[st->nconns++] = *r;
-		} else {
-			close(r->fd);
-		}
 	} else if (r->kind == UPREC_PROGRAM && r->body &&
 		   r->body_len >= sizeof(struct upbody_program)) {
 		st->program = *r;
@@ -89,16 +107,17 @@ static void find_strays(struct upgrade_state *st)
 	struct dirent *e;
 
 	while (d && (e = readdir(d))) {
-		int fd = atoi(e->d_name), type, listening = 0;
-		socklen_t len = sizeof(listening);
+		int fd = atoi(e->d_name), type = 0, listening = 0;
+		socklen_t len = sizeof(int);
 		struct uprec r = {.fd = fd};
 
-		if (fd == dirfd(d) || !take_fd(fd, &type))
+		if (fd == dirfd(d) || !take_fd(st, fd, true))
 			continue;
-		fcntl(fd, F_SETFD, 0); /* collect() takes it */
+		getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &len);
+		len = sizeof(int);
 		getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &listening, &len);
 		r.kind = listening || type == SOCK_DGRAM ? UPREC_LISTENER : UPREC_CONN;
-		collect(st, &r);
+		add_socket(st, &r);
 		st->strays++;
 	}
 	if (d)
@@ -138,6 +157,7 @@ int restore_take(struct upgrade_state *st)
 		find_strays(st);
 		return -1;
 	}
+	st->taken_ms = worker_clock_ms();
 	/* The records point into data, which stays until restore_free(). */
 	st->verdict = upstate_read(st->data, st->len, collect, st, &st->why);
 	if (st->verdict != UPSTATE_OK || st->bad_fds)
@@ -156,6 +176,7 @@ void restore_free(struct upgrade_state *st)
 {
 	free(st->listeners);
 	free(st->conns);
+	free(st->taken);
 	if (st->data)
 		munmap(st->data, st->len);
 	memset(st, 0, sizeof(*st));
@@ -220,6 +241,7 @@ static void take_listener(struct server *s, const struct uprec *r)
 	}
 	if (!want.text[0] && !l->inherited)
 		want_from_config(l, &s->cfg);
+	fcntl(r->fd, F_SETFD, FD_CLOEXEC); /* as every listener (listener.c) */
 }
 
 int restore_listeners(struct server *s, struct upgrade_state *st)
@@ -268,8 +290,9 @@ void restore_adopt(struct worker *w, const struct uprec *conns, unsigned n)
 			how.cut = b->cut;
 			how.idle_ms = b->idle_ms;
 			how.recv_idle_ms = b->recv_idle_ms;
+			how.peer.valid = b->peer_valid;
+			memcpy(how.peer.addr, b->peer, sizeof(how.peer.addr));
 		}
-		fcntl(r->fd, F_SETFD, FD_CLOEXEC);
 		if (echo_adopt(w, r->fd, r->bytes, r->bytes ? r->bytes_len : 0, &how) <
 		    0) {
 			log_warn(
@@ -310,7 +333,7 @@ void restore_connections(struct server *s, struct upgrade_state *st)
 {
 	struct upbody_program body;
 	const struct upbody_program *p = body_as(&st->program, &body, sizeof(body));
-	uint64_t took = p ? worker_clock_ms() - p->started_ms : 0;
+	uint64_t adopt_ms = worker_clock_ms(), took;
 
 	if (st->verdict != UPSTATE_OK)
 		log_error(
@@ -318,6 +341,15 @@ void restore_connections(struct server *s, struct upgrade_state *st)
 		    "connection gets the echo it is owed, if it can be found, then EOF",
 		    st->why);
 	distribute(s, st);
+	took = p ? worker_clock_ms() - p->started_ms : 0;
+	if (p)
+		log_info(
+		    "upgrade: stopping took %llu ms, the exec %llu ms, the start-up %llu "
+		    "ms, taking the connections back %llu ms",
+		    (unsigned long long)(p->exec_ms - p->started_ms),
+		    (unsigned long long)(st->taken_ms - p->exec_ms),
+		    (unsigned long long)(adopt_ms - st->taken_ms),
+		    (unsigned long long)(worker_clock_ms() - adopt_ms));
 	if (st->counters.body && st->verdict == UPSTATE_OK)
 		memcpy(&s->workers[0].stats, st->counters.body,
 		       st->counters.body_len < sizeof(struct stats)

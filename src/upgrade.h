@@ -4,7 +4,7 @@
  * to the new program, which goes on serving them.
  *
  * The old program (upgrade.c): the new program file is tried first
- * (--version), then every loop stops accepting and receiving, lets its
+ * (upcheck.h), then every loop stops accepting and receiving, lets its
  * sends finish (upgrade_timeout_ms at most) and writes its connections;
  * loop 0 writes the state (upstate.h) into a memfd, clears close-on-exec on
  * exactly the sockets it hands over, and execve()s. Should that fail,
@@ -19,6 +19,7 @@
 
 #include "config.h"
 #include "stats.h"
+#include "upcheck.h"
 #include "upstate.h"
 
 #include <limits.h>
@@ -30,12 +31,15 @@ struct worker;
 
 #define UPGRADE_ENV	    "RINGECHO_UPGRADE_STATE"
 #define UPGRADE_VERSION_LEN 32
+/* No fd handed over is this high (RLIMIT_NOFILE is lower everywhere). */
+#define UPGRADE_FDS_MAX (1 << 24)
 
 /* The record bodies of format version 1 (UPSTATE_VERSION). */
 struct upbody_program {
 	char version[UPGRADE_VERSION_LEN];
-	uint64_t started_ms;
-	uint64_t upgrades; /* this one included */
+	uint64_t started_ms; /* the handing over began: the pause clients see */
+	uint64_t exec_ms;    /* ... and the state was written */
+	uint64_t upgrades;   /* this one included */
 	uint8_t stop_after;
 	uint8_t pad[7];
 };
@@ -52,20 +56,28 @@ struct upbody_conn {
 	uint64_t id;
 	uint16_t flags; /* UPC_* */
 	uint8_t cut;	/* enum conn_cut */
-	uint8_t pad[5];
+	uint8_t peer_valid;
+	uint8_t pad[4];
 	uint64_t idle_ms, recv_idle_ms;
+	uint8_t peer[16]; /* the client's address, IPv4 v4-mapped */
+};
+
+enum upgrade_phase {
+	UPGRADE_NONE,
+	UPGRADE_CHECKING,     /* the new program file is tried (upcheck.h) */
+	UPGRADE_HANDING_OVER, /* the loops stop, the state is written, exec */
 };
 
 struct upgrade {
 	char exe[PATH_MAX]; /* the program file, as resolved at start-up */
 	char **argv;	    /* as started */
 	const char *version;
-	bool active;		     /* SIGUSR2 taken, the exec not done yet */
-	bool stop_after;	     /* SIGTERM came during it */
+	enum upgrade_phase phase;
+	struct upcheck check;
+	bool stop_after;	     /* SIGTERM came while handing over */
 	uint64_t started_ms;	     /* CLOCK_MONOTONIC: it goes on across the exec */
 	uint64_t quiesce_started_ms; /* the program file checked */
 	uint64_t count;		     /* upgrades so far, this one not counted */
-	char next_version[UPGRADE_VERSION_LEN];
 	/* RINGECHO_TEST_UPGRADE_STATE, for the tests of what can go wrong:
 	 * version, damaged, unreadable (a state the new program cannot use),
 	 * noexec (the exec fails), hold (the sends are held to the deadline). */
@@ -74,8 +86,13 @@ struct upgrade {
 
 /* Resolve the program file now (a package upgrade may replace it later). */
 void upgrade_init(struct upgrade *u, char **argv, const char *version);
-/* SIGUSR2. */
+/* SIGUSR2: the new program file is tried first. */
 void upgrade_begin(struct server *s, struct worker *w0);
+/* SIGCHLD, and loop 0's tick: has the try ended? Then hand over, or not. */
+void upgrade_on_child(struct server *s, struct worker *w0);
+/* A shutdown while the file is tried: stop trying. False when the handing
+ * over has begun (then upgrade_stop_after()). */
+bool upgrade_abandon(struct server *s);
 /* Loop 0, after each batch and tick: every loop ready? then the exec. */
 void upgrade_check(struct server *s, struct worker *w0);
 /* A SIGTERM in the middle: the new program stops once it has everything. */
@@ -97,6 +114,9 @@ struct upgrade_state {
 	struct uprec program, config, counters; /* body NULL: not there */
 	struct uprec *listeners, *conns;
 	unsigned nlisteners, nconns, cap_listeners, cap_conns;
+	uint64_t taken_ms; /* when the new program had read it */
+	uint8_t *taken;	   /* a bit per fd taken */
+	size_t taken_len;
 	unsigned bad_fds; /* records whose fd is no socket of ours */
 	unsigned strays;  /* our sockets no record named */
 };

@@ -34,6 +34,11 @@ READY = r"^<5>ready"
 # Small enough that twenty clients fill it fast, big enough to be megabytes
 # across them.
 PENDING = 256 * KiB
+# Program files that are not the daemon they say they are.
+NO_OPTIONS = (b"#!/bin/sh\n"
+              b"if [ \"$1\" = --version ]; then echo 'ringechod 9.9'; exit 0; fi\n"
+              b"echo 'unknown option' >&2; exit 64\n")
+HANGS = b"#!/bin/sh\nexec sleep 60\n"
 
 
 def version_of(path):
@@ -306,13 +311,15 @@ class ProgramFileTest(UpgradeTestCase):
         p = self.client(d)
         sent = fill_until_paused(p)
         failures = 0
-        for spoil in ("text", "mode", "gone"):
+        for spoil in ("text", "mode", "gone", "options"):
             if spoil == "text":
                 self.replace_program(path, b"this is not a program\n")
             elif spoil == "mode":
                 self.replace_program(path, image, mode=0o644)
-            else:
+            elif spoil == "gone":
                 os.unlink(path)
+            else:  # a ringechod that does not know the daemon's options
+                self.replace_program(path, NO_OPTIONS)
             d.send_signal(signal.SIGUSR2)
             failures += 1
             harness.wait_until(
@@ -330,6 +337,52 @@ class ProgramFileTest(UpgradeTestCase):
         self.finish_streams(streams)
         p.shutdown(socket.SHUT_WR)
         harness.assert_same(self, harness.recv_until_eof(p), sent, "paused client")
+        self.stop_clean(d)
+
+    def test_program_that_hangs(self):
+        """A program file that never answers: the loop serves on while it is
+        tried, the try is killed after 5 s, and a SIGTERM during a try
+        gives the upgrade up and shuts down as usual."""
+        path = self.program_copy()
+        d = self.start(program=path)
+        self.replace_program(path, HANGS)
+        c = self.client(d)
+        d.send_signal(signal.SIGUSR2)
+        d.wait_log(r"^<6>upgrade: trying ")
+        for i in range(5):
+            self.assert_echo(c, b"served while the file is tried %d" % i, d)
+        d.wait_log(r"^<3>upgrade: .* did not answer within 5000 ms; serving on$")
+        self.assert_echo(c, b"after", d)
+        d.send_signal(signal.SIGUSR2)
+        harness.wait_until(lambda: len(d.find_log(r"^<6>upgrade: trying ")) == 2, 30,
+                           "the second try", d)
+        c.shutdown(socket.SHUT_WR)
+        d.send_signal(signal.SIGTERM)
+        d.wait_log(r"^<5>upgrade: given up, nothing was handed over$")
+        self.assertEqual(harness.recv_until_eof(c), b"")
+        self.assertEqual(d.wait_exit(), 0)
+        self.assert_no_sanitizer_report(d)
+
+    def test_config_broken_at_upgrade(self):
+        """The config file does not load when the upgrade comes: the new
+        program runs with the settings in force (a third client over
+        max_connections = 2 is still turned away)."""
+        d = self.start({"max_connections": 2})
+        a, b = self.client(d), self.client(d)
+        self.assert_echo(a, b"a", d)
+        self.assert_echo(b, b"b", d)
+        with open(d.conf, "a") as f:
+            f.write("max_conections = 10;\n")
+        self.upgrade(d)
+        self.assertTrue(d.find_log(r"^<4>upgrade: the configuration does not load in "
+                                   r"ringechod \S+ \(see above\); it will run with the "
+                                   r"settings in force now$"))
+        self.assertTrue(d.find_log(r"^<3>upgrade: \S+ does not load; keeping the settings "
+                                   r"the old program ran with$"))
+        self.assert_echo(a, b"a again", d)
+        third = self.client(d)
+        self.assertEqual(harness.recv_until_eof(third), b"")  # refused: EOF at once
+        self.assertGreaterEqual(d.stats()["refused_max"], 1)
         self.stop_clean(d)
 
     def test_failed_exec_takes_everything_back(self):
