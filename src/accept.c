@@ -127,7 +127,10 @@ static struct worker *lighter_loop(struct worker *w)
 static void place(struct worker *w, int fd, const struct peer_key *peer,
 		  const struct sockaddr_storage *ss)
 {
-	struct worker *to = w->srv->nworkers > 1 ? lighter_loop(w) : NULL;
+	/* Not while an upgrade stops the loops: the other may have written
+	 * its connections already (upgrade_progress). */
+	struct worker *to =
+	    w->srv->nworkers > 1 && !w->quiescing ? lighter_loop(w) : NULL;
 	struct mail m = {.type = MAIL_ADOPT, .fd = fd, .peer = *peer, .addr = *ss};
 
 	if (to && mailbox_send(&to->mail, &m, &w->ring)) {

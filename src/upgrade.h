@@ -23,6 +23,7 @@
 #include "upstate.h"
 
 #include <limits.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
 
@@ -73,6 +74,7 @@ struct upgrade {
 	char **argv;	    /* as started */
 	const char *version;
 	enum upgrade_phase phase;
+	atomic_uint quiesce_acks; /* loops that stopped accepting */
 	struct upcheck check;
 	bool stop_after;	     /* SIGTERM came while handing over */
 	uint64_t started_ms;	     /* CLOCK_MONOTONIC: it goes on across the exec */
