@@ -33,8 +33,12 @@ void echo_on_send(struct worker *w, const struct io_uring_cqe *cqe);
 void echo_retry_starved(struct worker *w);
 /* Start the sends the batch of completions just handled made due. */
 void echo_start_sends(struct worker *w);
-/* Timeouts: idle_timeout_ms, send_timeout_ms, refused clients. */
+/* Each tick: a receive starved of buffers is retried (a safety net). */
 void echo_tick(struct worker *w);
+/* c was active: its idle clock starts again (the idle LRU's tail). */
+void echo_touch(struct worker *w, struct conn *c);
+/* c's echo moved (its client read): its send_timeout_ms clock starts again. */
+void echo_progress(struct worker *w, struct conn *c);
 /* Nothing received is waiting to be echoed and no send is in flight. */
 bool echo_owes_nothing(const struct conn *c);
 /* Receive no more from c; send what it already sent us, then a clean EOF,

@@ -8,6 +8,7 @@
 #include "op.h"
 #include "server.h"
 #include "shutdown.h"
+#include "timeouts.h"
 #include "upgrade.h"
 
 #include <errno.h>
@@ -85,6 +86,7 @@ static void on_tick(struct worker *w)
 	w->tick_armed = false;
 	atomic_store(&w->heartbeat_ms, w->now_ms);
 	worker_read_mail(w); /* in case a doorbell could not be rung */
+	timeouts_tick(w);
 	echo_tick(w);
 	udp_tick(w);
 	accept_maybe_resume(w);
