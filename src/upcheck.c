@@ -20,8 +20,6 @@ extern char **environ;
 static int spawn(struct upcheck *c, char **args, uint64_t now_ms)
 {
 	posix_spawn_file_actions_t fa;
-	posix_spawnattr_t attr;
-	sigset_t none;
 	int pipefd[2], err;
 
 	if (pipe2(pipefd, O_CLOEXEC | O_NONBLOCK) < 0)
@@ -30,13 +28,11 @@ static int spawn(struct upcheck *c, char **args, uint64_t now_ms)
 	posix_spawn_file_actions_adddup2(&fa, pipefd[1], STDOUT_FILENO);
 	/* Connections are not close-on-exec (accept.c): none goes to it. */
 	posix_spawn_file_actions_addclosefrom_np(&fa, STDERR_FILENO + 1);
-	/* Not our blocked signals: it is a program of its own. */
-	sigemptyset(&none);
-	posix_spawnattr_init(&attr);
-	posix_spawnattr_setsigmask(&attr, &none);
-	posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK);
-	err = posix_spawn(&c->pid, c->exe, &fa, &attr, args, environ);
-	posix_spawnattr_destroy(&attr);
+	/* It keeps our blocked signals: `systemctl kill -s USR2 ringechod`
+	 * signals every process of the unit, this one too if it has started
+	 * by then, and SIGUSR2's default would end it. A stop kills it
+	 * through upcheck_abort(). */
+	err = posix_spawn(&c->pid, c->exe, &fa, NULL, args, environ);
 	posix_spawn_file_actions_destroy(&fa);
 	close(pipefd[1]);
 	if (err) {

@@ -41,6 +41,18 @@ NO_OPTIONS = (b"#!/bin/sh\n"
 HANGS = b"#!/bin/sh\nexec sleep 60\n"
 
 
+def children(pid):
+    """The child processes of pid."""
+    kids = []
+    for tid in os.listdir("/proc/%d/task" % pid):
+        try:
+            with open("/proc/%d/task/%s/children" % (pid, tid)) as f:
+                kids += [int(k) for k in f.read().split()]
+        except OSError:
+            pass
+    return kids
+
+
 def version_of(path):
     import subprocess
     out = subprocess.run([path, "--version"], capture_output=True, text=True, timeout=60)
@@ -362,6 +374,31 @@ class ProgramFileTest(UpgradeTestCase):
         self.assertEqual(harness.recv_until_eof(c), b"")
         self.assertEqual(d.wait_exit(), 0)
         self.assert_no_sanitizer_report(d)
+
+    def test_signals_reach_the_try(self):
+        """`systemctl kill -s USR2` signals every process of the unit,
+        the program file being tried too: that must not fail the try."""
+        path = self.program_copy()
+        real = path + ".real"
+        shutil.copy2(path, real)
+        d = self.start(program=path)
+        c = self.client(d)
+        # A slow start, so that the try is there to be signalled.
+        # (Python keeps the blocked signals it was given; dash unblocks them.)
+        self.replace_program(path, b"#!/usr/bin/python3\nimport os, sys, time\n"
+                             b"time.sleep(1)\nos.execv(%r, [%r] + sys.argv[1:])\n"
+                             % (real.encode(), real.encode()))
+        d.send_signal(signal.SIGUSR2)
+        d.wait_log(r"^<6>upgrade: trying ")
+        kids = []
+        harness.wait_until(lambda: kids.extend(children(d.pid)) or kids, 10,
+                           "the try's process", d)
+        for pid in kids:
+            for sig in (signal.SIGUSR2, signal.SIGUSR1, signal.SIGHUP):
+                os.kill(pid, sig)
+        d.wait_log(UPGRADED)
+        self.assert_echo(c, b"after", d)
+        self.stop_clean(d)
 
     def test_config_broken_at_upgrade(self):
         """The config file does not load when the upgrade comes: the new
