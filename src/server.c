@@ -7,6 +7,7 @@
 #include "worker.h"
 
 #include <errno.h>
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -253,15 +254,34 @@ static int setup_listeners(struct server *s)
 	return 0;
 }
 
-/* workers = 0: one loop per online CPU. */
+/* The CPUs this process may run on (systemd's CPUAffinity=, taskset), or
+ * the online ones where the affinity mask does not fit a cpu_set_t. */
+static unsigned cpus_allowed(void)
+{
+	cpu_set_t set;
+	long online;
+
+	if (sched_getaffinity(0, sizeof(set), &set) == 0 && CPU_COUNT(&set) > 0)
+		return (unsigned)CPU_COUNT(&set);
+	online = sysconf(_SC_NPROCESSORS_ONLN);
+	return online > 0 ? (unsigned)online : 1;
+}
+
+/* workers = 0: one loop per CPU the daemon may run on. Loops that share a
+ * core cost more CPU per message than one loop there (each wakes for fewer
+ * completions: bench/README.md), hence the notice. */
 static unsigned how_many_workers(const struct config *cfg)
 {
-	long cpus = sysconf(_SC_NPROCESSORS_ONLN);
-	unsigned n = cfg->workers;
+	unsigned cpus = cpus_allowed();
+	unsigned n = cfg->workers ? cfg->workers : cpus;
 
-	if (n == 0)
-		n = cpus > 0 ? (unsigned)cpus : 1;
-	return n > WORKERS_MAX ? WORKERS_MAX : n;
+	if (n > WORKERS_MAX)
+		n = WORKERS_MAX;
+	if (n > cpus)
+		log_notice("workers = %u, but this process may run on %u CPU%s: loops that "
+			   "share a core cost more CPU per message than one loop",
+			   n, cpus, plural_s(cpus));
+	return n;
 }
 
 /* Loops 1.. on threads of their own, each setting up its own ring (a ring

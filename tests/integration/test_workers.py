@@ -62,11 +62,30 @@ class SpreadTest(CheckedTestCase):
 
     def test_workers_zero_means_one_per_cpu(self):
         d = self.start({"workers": 0})
-        cpus = min(os.cpu_count() or 1, 64)
+        cpus = min(len(os.sched_getaffinity(0)), 64)
         if cpus > 1:
             d.wait_log(r"^<6>%d loops, one thread each$" % cpus)
         else:
             self.assertFalse(d.find_log(r"loops, one thread each"))
+        self.assertEqual(harness.echo_roundtrip(self.client(d), b"x"), b"x")
+        self.assertFalse(d.find_log(r"may run on"))
+        self.stop_clean(d)
+
+    def test_workers_zero_counts_the_cpus_it_may_run_on(self):
+        # taskset / systemd's CPUAffinity=: one CPU allowed, one loop.
+        one = min(os.sched_getaffinity(0))
+        d = self.start({"workers": 0}, preexec_fn=lambda: os.sched_setaffinity(0, {one}))
+        self.assertEqual(harness.echo_roundtrip(self.client(d), b"x"), b"x")
+        self.assertFalse(d.find_log(r"loops, one thread each"))
+        self.assertFalse(d.find_log(r"may run on"))
+        self.stop_clean(d)
+
+    def test_more_workers_than_cpus_is_said(self):
+        one = min(os.sched_getaffinity(0))
+        d = self.start({"workers": 2}, preexec_fn=lambda: os.sched_setaffinity(0, {one}))
+        d.wait_log(r"^<5>workers = 2, but this process may run on 1 CPU: loops that "
+                   r"share a core cost more CPU per message than one loop$")
+        d.wait_log(r"^<6>2 loops, one thread each$")
         self.assertEqual(harness.echo_roundtrip(self.client(d), b"x"), b"x")
         self.stop_clean(d)
 
