@@ -278,9 +278,10 @@ static unsigned how_many_workers(const struct config *cfg)
 	if (n > WORKERS_MAX)
 		n = WORKERS_MAX;
 	if (n > cpus)
-		log_notice("workers = %u, but this process may run on %u CPU%s: loops that "
-			   "share a core cost more CPU per message than one loop",
-			   n, cpus, plural_s(cpus));
+		log_notice(
+		    "workers = %u, but this process may run on %u CPU%s: loops that "
+		    "share a core cost more CPU per message than one loop",
+		    n, cpus, plural_s(cpus));
 	return n;
 }
 
