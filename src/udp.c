@@ -113,6 +113,14 @@ static uint16_t port_of(const struct sockaddr_storage *ss)
 	return ntohs(((const struct sockaddr_in *)ss)->sin_port);
 }
 
+static bool bound_to_wildcard(const struct sockaddr_storage *ss)
+{
+	if (ss->ss_family == AF_INET6)
+		return IN6_IS_ADDR_UNSPECIFIED(
+		    &((const struct sockaddr_in6 *)ss)->sin6_addr);
+	return ((const struct sockaddr_in *)ss)->sin_addr.s_addr == htonl(INADDR_ANY);
+}
+
 int udp_add_listener(struct worker *w, const struct listener *l)
 {
 	struct udp *u = &w->udp;
@@ -131,6 +139,7 @@ int udp_add_listener(struct worker *w, const struct listener *l)
 	v->id = l->id;
 	v->fd = l->fd;
 	v->port = port_of(&l->bound);
+	v->wildcard = bound_to_wildcard(&l->bound);
 	snprintf(v->name, sizeof(v->name), "%s", l->name);
 	arm(w, v);
 	return 0;
@@ -296,7 +305,10 @@ static bool reply(struct worker *w, const struct udp_view *v, uint16_t bid,
 	r->msg.msg_namelen = out->namelen;
 	r->msg.msg_iov = &r->iov;
 	r->msg.msg_iovlen = 1;
-	if (d->family) {
+	/* A socket bound to one address sends from it: the datagram was sent
+	 * there (judge() has seen it was not a broadcast), and a control
+	 * message would only cost the kernel a parse per reply. */
+	if (d->family && v->wildcard) {
 		size_t size = d->family == AF_INET ? sizeof(d->v4) : sizeof(d->v6);
 		r->msg.msg_control = r->ctl.buf;
 		r->msg.msg_controllen = CMSG_SPACE(size);

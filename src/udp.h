@@ -39,6 +39,7 @@ struct udp_view {
 	uint64_t id;
 	int fd;
 	uint16_t port; /* ours: a datagram from it would be a loop */
+	bool wildcard; /* bound to 0.0.0.0 or ::: a reply names its source */
 	bool armed;    /* a multishot recvmsg is in the kernel */
 	bool starved;  /* it ended for want of buffers: re-armed when they return */
 	char name[CONFIG_ADDR_TEXT];
