@@ -287,14 +287,42 @@ static void drop(struct worker *w, enum udp_drop why, const struct sockaddr_stor
 	}
 }
 
+/* The control message that makes the reply leave from d's address. */
+static void set_source(struct udp_reply *r, const struct dest *d)
+{
+	size_t size = d->family == AF_INET ? sizeof(d->v4) : sizeof(d->v6);
+	struct cmsghdr *c;
+
+	r->msg.msg_control = r->ctl.buf;
+	r->msg.msg_controllen = CMSG_SPACE(size);
+	c = CMSG_FIRSTHDR(&r->msg);
+	c->cmsg_len = CMSG_LEN(size);
+	if (d->family == AF_INET) {
+		struct in_pktinfo pi = {.ipi_spec_dst = d->v4.ipi_addr};
+		c->cmsg_level = IPPROTO_IP;
+		c->cmsg_type = IP_PKTINFO;
+		memcpy(CMSG_DATA(c), &pi, sizeof(pi));
+	} else {
+		c->cmsg_level = IPPROTO_IPV6;
+		c->cmsg_type = IPV6_PKTINFO;
+		memcpy(CMSG_DATA(c), &d->v6, sizeof(d->v6));
+	}
+}
+
 /* The echo: the payload as it lies in buffer bid, back to its sender, from
- * the address it was sent to. */
+ * the address it was sent to. A socket bound to one address sends from it
+ * (judge() has seen the datagram was not a broadcast), so its reply is a
+ * plain send with a destination (sendto: Linux 6.0, as multishot recvmsg),
+ * which costs the kernel less than a sendmsg: no msghdr, iovec or control
+ * message to copy and parse. A wildcard socket's reply names its source in
+ * a control message. */
 static bool reply(struct worker *w, const struct udp_view *v, uint16_t bid,
 		  struct io_uring_recvmsg_out *out, const struct dest *d)
 {
 	struct udp_reply *r = &w->udp.replies[bid];
 	struct io_uring_sqe *sqe = ring_get_sqe(&w->ring);
-	struct cmsghdr *c;
+	/* MSG_DONTWAIT: a full socket buffer drops the reply, never waits. */
+	int flags = MSG_DONTWAIT | MSG_NOSIGNAL;
 
 	if (!sqe)
 		return false;
@@ -303,30 +331,16 @@ static bool reply(struct worker *w, const struct udp_view *v, uint16_t bid,
 	r->iov.iov_len = out->payloadlen;
 	r->msg.msg_name = io_uring_recvmsg_name(out);
 	r->msg.msg_namelen = out->namelen;
-	r->msg.msg_iov = &r->iov;
-	r->msg.msg_iovlen = 1;
-	/* A socket bound to one address sends from it: the datagram was sent
-	 * there (judge() has seen it was not a broadcast), and a control
-	 * message would only cost the kernel a parse per reply. */
 	if (d->family && v->wildcard) {
-		size_t size = d->family == AF_INET ? sizeof(d->v4) : sizeof(d->v6);
-		r->msg.msg_control = r->ctl.buf;
-		r->msg.msg_controllen = CMSG_SPACE(size);
-		c = CMSG_FIRSTHDR(&r->msg);
-		c->cmsg_len = CMSG_LEN(size);
-		if (d->family == AF_INET) {
-			struct in_pktinfo pi = {.ipi_spec_dst = d->v4.ipi_addr};
-			c->cmsg_level = IPPROTO_IP;
-			c->cmsg_type = IP_PKTINFO;
-			memcpy(CMSG_DATA(c), &pi, sizeof(pi));
-		} else {
-			c->cmsg_level = IPPROTO_IPV6;
-			c->cmsg_type = IPV6_PKTINFO;
-			memcpy(CMSG_DATA(c), &d->v6, sizeof(d->v6));
-		}
+		r->msg.msg_iov = &r->iov;
+		r->msg.msg_iovlen = 1;
+		set_source(r, d);
+		io_uring_prep_sendmsg(sqe, v->fd, &r->msg, flags);
+	} else {
+		io_uring_prep_send(sqe, v->fd, r->iov.iov_base, r->iov.iov_len, flags);
+		io_uring_prep_send_set_addr(sqe, r->msg.msg_name,
+					    (__u16)r->msg.msg_namelen);
 	}
-	/* MSG_DONTWAIT: a full socket buffer drops the reply, never waits. */
-	io_uring_prep_sendmsg(sqe, v->fd, &r->msg, MSG_DONTWAIT | MSG_NOSIGNAL);
 	io_uring_sqe_set_data64(sqe, op_encode(OP_UDP_SEND, bid));
 	w->udp.inflight++;
 	return true;
