@@ -214,7 +214,16 @@ int main(int argc, char **argv)
 		return 1;
 	}
 	upgrade_init(&s->upgrade, argv, RINGECHO_VERSION);
-	ret = server_init(s, &cfg, &cli, taken ? &from : NULL);
+	if (taken && strcmp(s->upgrade.test_hook, "initfail") == 0) {
+		log_error("upgrade: test hook: the start-up fails");
+		ret = 1;
+	} else {
+		ret = server_init(s, &cfg, &cli, taken ? &from : NULL);
+	}
+	/* A start-up that failed has adopted no connection (server_init
+	 * adopts them last, and nothing after that fails). */
+	if (ret && taken)
+		restore_farewell(&from, cfg.upgrade_timeout_ms);
 	restore_free(&from);
 	if (ret == 0)
 		ret = server_run(s);

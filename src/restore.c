@@ -12,6 +12,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -365,4 +366,84 @@ void restore_connections(struct server *s, struct upgrade_state *st)
 	    plural_s(st->nlisteners));
 	if (p && p->stop_after)
 		s->upgrade.stop_after = true;
+}
+
+/* ---- a start-up that failed ---------------------------------------------- */
+
+struct farewell {
+	const struct uprec *r;
+	size_t sent;
+	bool shut;
+};
+
+/* One connection's turn: send what it is owed, then FIN, then read and drop
+ * until its EOF. false once it is done with (closed). */
+static bool farewell_step(struct farewell *f, struct pollfd *p)
+{
+	char scratch[4096];
+	ssize_t n;
+
+	while (!f->shut && f->r->bytes && f->sent < f->r->bytes_len) {
+		n = send(p->fd, f->r->bytes + f->sent, f->r->bytes_len - f->sent,
+			 MSG_NOSIGNAL | MSG_DONTWAIT);
+		if (n < 0 && (errno == EAGAIN || errno == EINTR))
+			return true;
+		if (n < 0)
+			goto done;
+		f->sent += (size_t)n;
+	}
+	if (!f->shut) {
+		shutdown(p->fd, SHUT_WR);
+		f->shut = true;
+		p->events = POLLIN;
+	}
+	for (;;) {
+		n = recv(p->fd, scratch, sizeof(scratch), MSG_DONTWAIT);
+		if (n < 0 && (errno == EAGAIN || errno == EINTR))
+			return true;
+		if (n <= 0)
+			goto done;
+	}
+done:
+	close(p->fd);
+	p->fd = -1;
+	return false;
+}
+
+void restore_farewell(struct upgrade_state *st, unsigned timeout_ms)
+{
+	uint64_t deadline = worker_clock_ms() + timeout_ms, now;
+	struct farewell *f = calloc(st->nconns, sizeof(*f));
+	struct pollfd *p = calloc(st->nconns, sizeof(*p));
+	unsigned open = st->nconns;
+
+	if (!st->nconns || !f || !p) {
+		free(f);
+		free(p);
+		return; /* they close as the process ends */
+	}
+	log_error("upgrade: the new program cannot serve; each of %u connection%s gets "
+		  "the echo it is owed, then EOF",
+		  st->nconns, plural_s(st->nconns));
+	for (unsigned i = 0; i < st->nconns; i++) {
+		f[i].r = &st->conns[i];
+		p[i].fd = st->conns[i].fd;
+		p[i].events = POLLOUT;
+	}
+	for (unsigned i = 0; i < st->nconns; i++)
+		if (!farewell_step(&f[i], &p[i]))
+			open--;
+	while (open && (now = worker_clock_ms()) < deadline) {
+		if (poll(p, st->nconns, (int)(deadline - now)) < 0 && errno != EINTR)
+			break;
+		for (unsigned i = 0; i < st->nconns; i++)
+			if (p[i].fd >= 0 && p[i].revents && !farewell_step(&f[i], &p[i]))
+				open--;
+	}
+	if (open)
+		log_warn(
+		    "upgrade: %u connection%s did not end within %u ms; closing them",
+		    open, plural_s(open), timeout_ms);
+	free(f);
+	free(p);
 }

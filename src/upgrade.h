@@ -134,6 +134,10 @@ int restore_listeners(struct server *s, struct upgrade_state *st);
 void restore_connections(struct server *s, struct upgrade_state *st);
 /* A loop takes its share (MAIL_RESTORE). */
 void restore_adopt(struct worker *w, const struct uprec *conns, unsigned n);
+/* The new program could not start after taking the state: each connection
+ * still gets the echo it is owed, then a clean EOF, within timeout_ms for
+ * all of them, before the process ends (logged). */
+void restore_farewell(struct upgrade_state *st, unsigned timeout_ms);
 void restore_free(struct upgrade_state *st);
 
 #endif

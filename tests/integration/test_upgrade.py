@@ -488,5 +488,34 @@ class UnusableStateTest(UpgradeTestCase):
         self.check_unusable("unreadable", owed_kept=False)
 
 
+class StartUpFailsTest(UpgradeTestCase):
+    """The new program takes the state, then cannot start (a test hook
+    fails its start-up, as a ring or buffer that cannot be set up would)."""
+
+    def test_every_client_gets_its_echo_then_eof(self):
+        d = self.start({"max_pending_bytes": PENDING, "upgrade_timeout_ms": 10000},
+                       extra_env={"RINGECHO_TEST_UPGRADE_STATE": "initfail"})
+        paused = [self.client(d) for _ in range(10)]
+        sent = [fill_until_paused(s, seed=i) for i, s in enumerate(paused)]
+        read = [bytes_read_by_daemon(s, len(p)) for s, p in zip(paused, sent)]
+        quiet = [self.client(d) for _ in range(10)]
+        for i, q in enumerate(quiet):
+            self.assert_echo(q, b"quiet %d" % i, d)
+        d.send_signal(signal.SIGUSR2)
+        d.wait_log(r"^<3>upgrade: the new program cannot serve; each of 20 connections "
+                   r"gets the echo it is owed, then EOF$")
+        got = read_all_until_eof(paused + quiet, daemon=d)
+        for i, (g, p, n) in enumerate(zip(got, sent, read)):
+            harness.assert_same(self, g, p[:len(g)], "paused client %d (prefix)" % i)
+            self.assertGreaterEqual(len(g), n, "paused client %d: echo owed lost" % i)
+        self.assertEqual(got[10:], [b""] * 10)
+        for s in paused + quiet:
+            s.close()
+        # Every client done with: the process ends at once, not at the
+        # deadline, and says it failed (systemd restarts it).
+        self.assertEqual(d.wait_exit(timeout=8), 1)
+        self.assertFalse(d.find_log(r"did not end within"))
+
+
 if __name__ == "__main__":
     unittest.main()
