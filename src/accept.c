@@ -133,7 +133,8 @@ static void place(struct worker *w, int fd, const struct peer_key *peer,
 	    w->srv->nworkers > 1 && !w->quiescing ? lighter_loop(w) : NULL;
 	struct mail m = {.type = MAIL_ADOPT, .fd = fd, .peer = *peer, .addr = *ss};
 
-	if (to && mailbox_send(&to->mail, &m, &w->ring)) {
+	/* A full mailbox: serve it here rather than wait on that loop. */
+	if (to && mailbox_try_send(&to->mail, &m, &w->ring)) {
 		w->stats.handed_off++;
 		return;
 	}

@@ -46,7 +46,8 @@ void mailbox_open(struct mailbox *mb, int ring_fd)
 	pthread_mutex_unlock(&mb->lock);
 }
 
-bool mailbox_send(struct mailbox *mb, const struct mail *m, struct ring *from)
+static bool post(struct mailbox *mb, const struct mail *m, struct ring *from,
+		 bool wait_for_room)
 {
 	int to_fd;
 
@@ -59,6 +60,8 @@ bool mailbox_send(struct mailbox *mb, const struct mail *m, struct ring *from)
 		if (mb->n < MAILBOX_SLOTS)
 			break;
 		pthread_mutex_unlock(&mb->lock);
+		if (!wait_for_room)
+			return false;
 		sched_yield(); /* full: the loop is taking its mail */
 	}
 	mb->q[(mb->head + mb->n++) % MAILBOX_SLOTS] = *m;
@@ -68,6 +71,16 @@ bool mailbox_send(struct mailbox *mb, const struct mail *m, struct ring *from)
 	 * closes its ring, and answers what is queued first. */
 	mailbox_ring(from, to_fd);
 	return true;
+}
+
+bool mailbox_send(struct mailbox *mb, const struct mail *m, struct ring *from)
+{
+	return post(mb, m, from, true);
+}
+
+bool mailbox_try_send(struct mailbox *mb, const struct mail *m, struct ring *from)
+{
+	return post(mb, m, from, false);
 }
 
 void mailbox_close(struct mailbox *mb)

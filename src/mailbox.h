@@ -74,6 +74,10 @@ void mailbox_open(struct mailbox *mb, int ring_fd);
  * SQE of the sender's ring `from`. False when that loop is not open or has
  * ended (its mailbox is closed): the message is not taken. */
 bool mailbox_send(struct mailbox *mb, const struct mail *m, struct ring *from);
+/* The same, but false at once when the mailbox is full: for a loop's mail
+ * to another loop, which may be waiting for this one to answer (loop 0 in
+ * tell_others()), and so would never take its mail while we wait. */
+bool mailbox_try_send(struct mailbox *mb, const struct mail *m, struct ring *from);
 /* Refuse further mail (a loop that ends); what was queued can still be
  * taken. */
 void mailbox_close(struct mailbox *mb);

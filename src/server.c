@@ -333,6 +333,23 @@ static int setup_workers(struct server *s)
 	return ret;
 }
 
+/* After an upgrade's connections are back: loops 1.. accept too. Not
+ * before: a connection they accepted would be handed to loop 0, busy
+ * handing out the carried ones, and counted before those were. */
+static void accept_everywhere(struct server *s)
+{
+	for (unsigned i = 0; i < s->listeners.n; i++) {
+		const struct listener *l = &s->listeners.v[i];
+		struct mail m = {.type = MAIL_ADD_LISTENER, .id = l->id, .fd = l->fd};
+
+		if (l->dgram)
+			continue;
+		snprintf(m.name, sizeof(m.name), "%s", l->name);
+		tell_others(s, m, true);
+	}
+	s->accepts_later = false;
+}
+
 int server_init(struct server *s, const struct config *cfg, const struct config_cli *cli,
 		struct upgrade_state *from)
 {
@@ -353,6 +370,7 @@ int server_init(struct server *s, const struct config *cfg, const struct config_
 		log_errno(LOG_ERR, errno, "cannot set up signal handling");
 		return 1;
 	}
+	s->accepts_later = from != NULL;
 	ret = setup_workers(s);
 	if (ret == 0)
 		ret = from ? restore_listeners(s, from) : setup_listeners(s);
@@ -360,8 +378,10 @@ int server_init(struct server *s, const struct config *cfg, const struct config_
 		ret = start_threads(s);
 	if (ret)
 		return ret;
-	if (from)
+	if (from) {
 		restore_connections(s, from);
+		accept_everywhere(s);
+	}
 	lifecycle_arm(s, &s->workers[0]);
 	/* Accepts are in the kernel before anyone is told we are ready (the
 	 * other loops flushed theirs before they answered start_threads). */

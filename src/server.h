@@ -41,6 +41,8 @@ struct server {
 	struct worker *workers;
 	unsigned nworkers;
 	bool threads_running;	   /* loops 1.. are on their threads */
+	bool accepts_later;	   /* an upgrade: loops 1.. accept once every carried
+				    * connection is back (and counted) */
 	int exit_status;	   /* 1 once a loop has failed */
 	uint64_t stop_deadline_ms; /* the drain's end (lifecycle.c) */
 	bool cut_sent;		   /* ... and the loops were told to cut */

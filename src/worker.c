@@ -383,7 +383,7 @@ static void *worker_thread(void *arg)
 
 	w->start_status =
 	    worker_init(w, s, w->index, &s->cfg, s->workers[0].ring.uring.ring_fd);
-	if (w->start_status == 0)
+	if (w->start_status == 0 && !s->accepts_later)
 		take_listeners(w);
 	worker_flush(w);
 	mail_wait_done(w->started);

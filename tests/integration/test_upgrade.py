@@ -287,6 +287,48 @@ class LiveUpgradeTest(UpgradeTestCase):
         self.finish_streams(streams)
         self.stop_clean(d)
 
+    def test_connect_flood_during_upgrade_with_four_loops(self):
+        """Clients connecting as fast as they can while four loops hand over
+        1,000 connections at max_connections: the new program neither hangs
+        (a loop accepting before the carried connections are back handed
+        its clients to loop 0, busy handing those out) nor admits more than
+        max_connections, and every held connection still echoes."""
+        harness.raise_nofile_limit()
+        held_n = 1000
+        d = self.start({"workers": 4, "max_connections": held_n, "backlog": 4096})
+        held = [harness.connect(*d.addr) for _ in range(held_n)]
+        self.addCleanup(lambda: [h.close() for h in held])
+        deadline = time.monotonic() + 30
+        while d.stats()["connections"] < held_n:  # every one accepted
+            if time.monotonic() > deadline:
+                d.fail("the held connections were not all accepted")
+            time.sleep(0.05)
+        stop = threading.Event()
+        extra = []
+
+        def flood():
+            deadline = time.monotonic() + 30  # bounded, whatever happens
+            while not stop.is_set() and time.monotonic() < deadline:
+                try:
+                    extra.append(harness.connect(*d.addr, timeout=5))
+                except OSError:
+                    pass
+        threads = [threading.Thread(target=flood, daemon=True) for _ in range(4)]
+        for t in threads:
+            t.start()
+        try:
+            self.upgrade(d, timeout=30)
+        finally:
+            stop.set()
+            for t in threads:
+                t.join(40)
+        self.addCleanup(lambda: [e.close() for e in extra])
+        self.assertGreater(len(extra), 0, "no client connected during the upgrade")
+        self.assertLessEqual(d.stats()["connections"], held_n)
+        for i in range(0, held_n, 50):
+            self.assert_echo(held[i], b"held %d" % i, d)
+        self.stop_clean(d, timeout=30)
+
 
 class ProgramFileTest(UpgradeTestCase):
 
