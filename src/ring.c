@@ -75,7 +75,9 @@ static int try_setup(struct ring *r, unsigned entries, unsigned flags, unsigned 
 	int ret;
 
 	memset(&p, 0, sizeof(p));
-	p.flags = flags | IORING_SETUP_CQSIZE;
+	/* CLAMP: the kernel caps the completion queue (65,536 entries) rather
+	 * than refuse ring_entries above 16,384 with EINVAL. */
+	p.flags = flags | IORING_SETUP_CQSIZE | IORING_SETUP_CLAMP;
 	p.cq_entries = entries * RING_CQ_FACTOR;
 	p.sq_thread_idle = idle_ms;
 	if (wq_fd >= 0) {

@@ -358,6 +358,20 @@ class BrokenConfigTest(harness.CheckedTestCase):
         self.addCleanup(s.close)
         self.assertEqual(harness.echo_roundtrip(s, b"dup"), b"dup")
 
+    def test_largest_ring_entries_starts(self):
+        """ring_entries at its maximum, 32768, is a file -t accepts and one
+        the daemon starts on (its completion queue, 4x, is above the
+        kernel's 65,536 and is capped, not refused with EINVAL)."""
+        port = harness.free_port()
+        path, r = self.check('listen = ["127.0.0.1:%d"];\nring_entries = 32768;\n' % port)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        p = self.start_on_file(path)
+        m = p.wait_log(r"^<5>ready|^<3>", timeout=harness.START_TIMEOUT)
+        self.assertTrue(m.group(0).startswith("<5>ready"), p.log_text())
+        s = harness.connect("127.0.0.1", port)
+        self.addCleanup(s.close)
+        self.assertEqual(harness.echo_roundtrip(s, b"ring"), b"ring")
+
 
 if __name__ == "__main__":
     unittest.main()
