@@ -265,11 +265,12 @@ int restore_listeners(struct server *s, struct upgrade_state *st)
 		reload_check_systemd_listen(s, &s->cfg);
 	else if (reload_reconcile(s, &s->cfg, problem, sizeof(problem)))
 		snprintf(s->reload_problem, sizeof(s->reload_problem), "%s", problem);
-	if (s->listeners.n == 0) {
-		log_error(
-		    "upgrade: no listening socket was carried over or could be opened");
-		return 1;
-	}
+	/* As after a reload that could not bind: the connections are served
+	 * on, and the problem stays in STATUS= until a reload fixes it. */
+	if (s->listeners.n == 0)
+		log_error("upgrade: no listening socket was carried over or could be "
+			  "opened; serving the connections carried over until a reload "
+			  "opens one");
 	return 0;
 }
 

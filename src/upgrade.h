@@ -128,7 +128,8 @@ struct upgrade_state {
 int restore_take(struct upgrade_state *st);
 /* The settings the old program ran with (for a file that does not load). */
 int restore_config(const struct upgrade_state *st, struct config *cfg);
-/* Listen on what the old program listened on. 0, or 1 (logged). */
+/* Listen on what the old program listened on, and what the config adds;
+ * 0 even with no listener at all (logged): the connections are served. */
 int restore_listeners(struct server *s, struct upgrade_state *st);
 /* Give each connection to a loop, then say what happened. */
 void restore_connections(struct server *s, struct upgrade_state *st);

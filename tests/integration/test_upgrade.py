@@ -464,6 +464,37 @@ class ProgramFileTest(UpgradeTestCase):
         self.assertGreaterEqual(d.stats()["refused_max"], 1)
         self.stop_clean(d)
 
+    def test_listen_that_cannot_be_bound_at_upgrade(self):
+        """The config moved `listen` to a port in use when the upgrade comes
+        (-t cannot know): the new program serves every connection carried
+        over and says why nothing listens, as a reload would; fixing the
+        file and reloading listens again."""
+        blocker = socket.socket()
+        self.addCleanup(blocker.close)
+        blocker.bind(("127.0.0.1", 0))
+        blocker.listen()
+        busy = blocker.getsockname()[1]
+        d = self.start({})
+        clients = [self.client(d) for _ in range(5)]
+        for i, c in enumerate(clients):
+            self.assert_echo(c, b"before %d" % i, d)
+        harness.write_config({"listen": ["127.0.0.1:%d" % busy]}, path=d.conf)
+        self.upgrade(d)
+        d.wait_log(r"^<4>reload: cannot listen on 127\.0\.0\.1:%d: " % busy)
+        d.wait_log(r"^<3>upgrade: no listening socket was carried over or could be opened; "
+                   r"serving the connections carried over until a reload opens one$")
+        for i, c in enumerate(clients):
+            self.assert_echo(c, b"after %d" % i, d)
+        port = harness.free_port()
+        harness.write_config({"listen": ["127.0.0.1:%d" % port]}, path=d.conf)
+        d.send_signal(signal.SIGHUP)
+        d.wait_log(r"^<5>listening on 127\.0\.0\.1:%d" % port)
+        s = harness.connect("127.0.0.1", port)
+        self.addCleanup(s.close)
+        self.assertEqual(harness.echo_roundtrip(s, b"new"), b"new")
+        self.assert_echo(clients[0], b"still", d)
+        self.stop_clean(d)
+
     def test_failed_exec_takes_everything_back(self):
         """The exec fails after every connection was stopped and written:
         they are all served again, the paused echo included, and new
