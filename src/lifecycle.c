@@ -170,8 +170,7 @@ static void handle_signal(struct server *s, struct worker *w, uint32_t signo)
 		break;
 	case SIGHUP:
 		if (s->upgrade.phase != UPGRADE_NONE)
-			log_notice("SIGHUP received during an upgrade: the new program "
-				   "reads the configuration anyway");
+			upgrade_reload_after(s);
 		else
 			reload_apply(s);
 		break;

@@ -8,6 +8,7 @@
 #include "listener.h"
 #include "mailbox.h"
 #include "op.h"
+#include "reload.h"
 #include "server.h"
 #include "udp.h"
 #include "upcheck.h"
@@ -43,6 +44,17 @@ void upgrade_init(struct upgrade *u, char **argv, const char *version)
 static bool test_hook(const struct server *s, const char *what)
 {
 	return strcmp(s->upgrade.test_hook, what) == 0;
+}
+
+/* The upgrade failed and this program serves on: a reload asked for
+ * meanwhile is done now. */
+static void serve_on(struct server *s)
+{
+	s->upgrade.phase = UPGRADE_NONE;
+	if (s->upgrade.reload_after) {
+		s->upgrade.reload_after = false;
+		reload_apply(s);
+	}
 }
 
 void upgrade_begin(struct server *s, struct worker *w0)
@@ -106,8 +118,8 @@ void upgrade_on_child(struct server *s, struct worker *w0)
 		hand_over(s, w0);
 		break;
 	case UPCHECK_FAILED:
-		s->upgrade.phase = UPGRADE_NONE;
 		log_error("upgrade: %s; serving on", why);
+		serve_on(s);
 		break;
 	}
 }
@@ -120,6 +132,13 @@ bool upgrade_abandon(struct server *s)
 	s->upgrade.phase = UPGRADE_NONE;
 	log_notice("upgrade: given up, nothing was handed over");
 	return true;
+}
+
+void upgrade_reload_after(struct server *s)
+{
+	s->upgrade.reload_after = true;
+	log_notice("SIGHUP received during an upgrade: the new program reads the "
+		   "configuration, and so does this one should the upgrade fail");
 }
 
 void upgrade_stop_after(struct server *s)
@@ -410,6 +429,8 @@ static void give_up(struct server *s, struct worker *w0)
 	notify_ready(&s->notify, status);
 	if (s->upgrade.stop_after)
 		lifecycle_stop(s, w0);
+	else
+		serve_on(s);
 }
 
 void upgrade_check(struct server *s, struct worker *w0)

@@ -77,6 +77,7 @@ struct upgrade {
 	atomic_uint quiesce_acks; /* loops that stopped accepting */
 	struct upcheck check;
 	bool stop_after;	     /* SIGTERM came while handing over */
+	bool reload_after;	     /* SIGHUP came: reload should it fail */
 	uint64_t started_ms;	     /* CLOCK_MONOTONIC: it goes on across the exec */
 	uint64_t quiesce_started_ms; /* the program file checked */
 	uint64_t count;		     /* upgrades so far, this one not counted */
@@ -99,6 +100,8 @@ bool upgrade_abandon(struct server *s);
 void upgrade_check(struct server *s, struct worker *w0);
 /* A SIGTERM in the middle: the new program stops once it has everything. */
 void upgrade_stop_after(struct server *s);
+/* A SIGHUP in the middle: should the upgrade fail, this program reloads. */
+void upgrade_reload_after(struct server *s);
 
 /* Each loop: stop accepting and receiving (MAIL_QUIESCE). */
 void upgrade_quiesce(struct worker *w, uint64_t deadline_ms);

@@ -417,6 +417,29 @@ class ProgramFileTest(UpgradeTestCase):
         self.assertEqual(d.wait_exit(), 0)
         self.assert_no_sanitizer_report(d)
 
+    def test_reload_asked_during_a_failed_upgrade_is_done(self):
+        """A SIGHUP while the new program file is tried: the upgrade fails
+        (the file hangs), and the old program then reloads, as asked."""
+        path = self.program_copy()
+        d = self.start({"max_connections": 100}, program=path)
+        self.replace_program(path, HANGS)
+        a = self.client(d)
+        self.assert_echo(a, b"a", d)
+        d.send_signal(signal.SIGUSR2)
+        d.wait_log(r"^<6>upgrade: trying ")
+        settings = dict(d.settings)
+        settings["max_connections"] = 1
+        harness.write_config(settings, path=d.conf)
+        d.send_signal(signal.SIGHUP)
+        d.wait_log(r"^<5>SIGHUP received during an upgrade: the new program reads the "
+                   r"configuration, and so does this one should the upgrade fail$")
+        d.wait_log(r"^<3>upgrade: .* did not answer within 5000 ms; serving on$")
+        d.wait_log(r"^<5>reloaded configuration from ")
+        self.assert_echo(a, b"a again", d)
+        second = self.client(d)
+        self.assertEqual(harness.recv_until_eof(second), b"")  # over max_connections = 1
+        self.stop_clean(d)
+
     def test_signals_reach_the_try(self):
         """`systemctl kill -s USR2` signals every process of the unit,
         the program file being tried too: that must not fail the try."""
