@@ -223,7 +223,7 @@ int main(int argc, char **argv)
 	/* A start-up that failed has adopted no connection (server_init
 	 * adopts them last, and nothing after that fails). */
 	if (ret && taken)
-		restore_farewell(&from, cfg.upgrade_timeout_ms);
+		restore_farewell(&from, cfg.shutdown_timeout_ms);
 	restore_free(&from);
 	if (ret == 0)
 		ret = server_run(s);

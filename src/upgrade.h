@@ -139,8 +139,9 @@ void restore_connections(struct server *s, struct upgrade_state *st);
 /* A loop takes its share (MAIL_RESTORE). */
 void restore_adopt(struct worker *w, const struct uprec *conns, unsigned n);
 /* The new program could not start after taking the state: each connection
- * still gets the echo it is owed, then a clean EOF, within timeout_ms for
- * all of them, before the process ends (logged). */
+ * still gets the echo it is owed, then a clean EOF, within timeout_ms
+ * (shutdown_timeout_ms: it is a graceful stop) for all of them, before the
+ * process ends (logged). */
 void restore_farewell(struct upgrade_state *st, unsigned timeout_ms);
 void restore_free(struct upgrade_state *st);
 

@@ -86,7 +86,11 @@ static void on_tick(struct worker *w)
 	w->tick_armed = false;
 	atomic_store(&w->heartbeat_ms, w->now_ms);
 	worker_read_mail(w); /* in case a doorbell could not be rung */
-	timeouts_tick(w);
+	/* Not while an upgrade stops the loop: once its connections are in
+	 * the state, closing one would leave the new program an fd number
+	 * that is closed, or by then another client's. */
+	if (!w->quiescing)
+		timeouts_tick(w);
 	echo_tick(w);
 	udp_tick(w);
 	accept_maybe_resume(w);

@@ -329,6 +329,74 @@ class LiveUpgradeTest(UpgradeTestCase):
             self.assert_echo(held[i], b"held %d" % i, d)
         self.stop_clean(d, timeout=30)
 
+    def test_idle_cuts_do_not_touch_handed_over_connections(self):
+        """idle_timeout_ms short and two loops: clients come and go, each
+        sends one line and waits for it, across ten upgrades. A loop that
+        went on cutting idle connections after writing them into the state
+        closed fds the new program then took (by then other clients'), and
+        clients got EOF before their echo."""
+        d = self.start({"workers": 2, "idle_timeout_ms": 60})
+        # Clients that stop reading, whose echo the loops write into the
+        # state (the daemon may cut them as idle meanwhile: its right).
+        paused = [self.client(d) for _ in range(20)]
+        for i, p in enumerate(paused):
+            try:
+                fill_until_paused(p, seed=i)
+            except OSError:
+                pass
+        stop = threading.Event()
+        lock = threading.Lock()
+        bad, ok = [], [0]
+
+        def client(tid):
+            n, held = 0, []
+            self.addCleanup(lambda: [h.close() for h in held])
+            deadline = time.monotonic() + 120  # bounded, whatever happens
+            while not stop.is_set() and time.monotonic() < deadline:
+                n += 1
+                msg = b"<%d.%d>" % (tid, n)
+                try:
+                    s = harness.connect(*d.addr, timeout=5)
+                except OSError:
+                    continue
+                # Left open: the daemon cuts it once it is idle (60 ms).
+                held.append(s)
+                if len(held) > 300:
+                    for old in held[:100]:
+                        old.close()
+                    del held[:100]
+                got = b""
+                try:
+                    s.sendall(msg)
+                    s.settimeout(10)
+                    while len(got) < len(msg):
+                        b = s.recv(64)
+                        if not b:
+                            break
+                        got += b
+                except OSError as e:
+                    got += b" (%s)" % type(e).__name__.encode()
+                with lock:
+                    if got == msg:
+                        ok[0] += 1
+                    else:
+                        bad.append((msg, got))
+        threads = [threading.Thread(target=client, args=(i,), daemon=True) for i in range(3)]
+        for t in threads:
+            t.start()
+        try:
+            for _ in range(10):
+                # Clients idle long enough to be cut are there at each one.
+                target = ok[0] + 1000
+                harness.wait_until(lambda: ok[0] >= target, 60, "1000 clients served", d)
+                self.upgrade(d)
+        finally:
+            stop.set()
+            for t in threads:
+                t.join(30)
+        self.assertEqual(bad, [], "clients without their echo (of %d)" % (ok[0] + len(bad)))
+        self.stop_clean(d)
+
 
 class ProgramFileTest(UpgradeTestCase):
 
@@ -589,7 +657,7 @@ class StartUpFailsTest(UpgradeTestCase):
     fails its start-up, as a ring or buffer that cannot be set up would)."""
 
     def test_every_client_gets_its_echo_then_eof(self):
-        d = self.start({"max_pending_bytes": PENDING, "upgrade_timeout_ms": 10000},
+        d = self.start({"max_pending_bytes": PENDING, "shutdown_timeout_ms": 10000},
                        extra_env={"RINGECHO_TEST_UPGRADE_STATE": "initfail"})
         paused = [self.client(d) for _ in range(10)]
         sent = [fill_until_paused(s, seed=i) for i, s in enumerate(paused)]
