@@ -518,25 +518,6 @@ void echo_settle(struct worker *w, struct conn *c)
 	conn_settle(w, c);
 }
 
-/* A cancel that did not find the receive (-ENOENT) or could not stop it
- * (-EALREADY). If the receive ended meanwhile, its own completion is on the
- * way and clears both flags. If it is still armed, a cancel left marked as
- * pending would never be asked again, and the connection would be read past
- * max_pending_bytes (or an upgrade would wait for it): ask again now when
- * it must stop, else at the next data over the allowance. */
-void echo_on_cancel(struct worker *w, const struct io_uring_cqe *cqe)
-{
-	struct conn *c = conn_of(w, cqe);
-
-	if (!c || cqe->res >= 0 || !(c->flags & CONN_CANCELLING))
-		return;
-	c->flags &= ~CONN_CANCELLING;
-	if (!(c->flags & CONN_RECV_ARMED))
-		return;
-	if (w->quiescing || conn_pending(c) >= w->cfg.max_pending_bytes)
-		stop_recv(w, c);
-}
-
 void echo_stop(struct worker *w, struct conn *c, bool sends)
 {
 	if (c->flags & CONN_REFUSED) {

@@ -131,10 +131,8 @@ static void dispatch(void *ctx, const struct io_uring_cqe *cqe)
 		if (w->index == 0)
 			lifecycle_on_doorbell(w->srv, w);
 		break;
-	case OP_CANCEL:
-		echo_on_cancel(w, cqe);
-		break;
 	case OP_MAIL_SENT:
+	case OP_CANCEL:
 	case OP_NONE:
 	case OP_TYPE_MAX:
 		break;
