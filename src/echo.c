@@ -518,6 +518,22 @@ void echo_settle(struct worker *w, struct conn *c)
 	conn_settle(w, c);
 }
 
+/* A receive cancel that did not stop the receive: -ENOENT (the kernel did
+ * not find it: it had ended, and its own completion is on the way, or it
+ * was being run by an io-wq worker, which the kernel reports the same way)
+ * or -EALREADY. Were it left marked as pending, no cancel would be asked
+ * again and the receive would go on past max_pending_bytes, which was
+ * measured: megabytes over it. Forget it, so that the next data over the
+ * allowance (stop_recv) or an upgrade's next tick (echo_stop) asks again;
+ * never here, which could spin while the kernel cannot find it. */
+void echo_on_cancel(struct worker *w, const struct io_uring_cqe *cqe)
+{
+	struct conn *c = conn_of(w, cqe);
+
+	if (c && cqe->res < 0 && (c->flags & CONN_RECV_ARMED))
+		c->flags &= ~CONN_CANCELLING;
+}
+
 void echo_stop(struct worker *w, struct conn *c, bool sends)
 {
 	if (c->flags & CONN_REFUSED) {

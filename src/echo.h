@@ -28,6 +28,8 @@ void echo_serve(struct worker *w, int fd, const struct peer_key *peer,
 void echo_refuse(struct worker *w, int fd);
 void echo_on_recv(struct worker *w, const struct io_uring_cqe *cqe);
 void echo_on_send(struct worker *w, const struct io_uring_cqe *cqe);
+/* A cancel's completion (only failures post one). */
+void echo_on_cancel(struct worker *w, const struct io_uring_cqe *cqe);
 /* Re-arm connections whose recv found the buffer ring empty, one for each
  * buffer that came back in this batch. Call after each batch. */
 void echo_retry_starved(struct worker *w);

@@ -287,6 +287,13 @@ static void reserve_handover(struct worker *w)
 	upstate_reserve(&w->handover, need);
 }
 
+void upgrade_tick(struct worker *w)
+{
+	/* A receive whose cancel failed (echo_on_cancel) is asked again. */
+	if (w->quiescing && !atomic_load(&w->quiesced))
+		worker_each_conn(w, stop_receiving);
+}
+
 void upgrade_progress(struct worker *w)
 {
 	if (!w->quiescing || atomic_load(&w->quiesced))

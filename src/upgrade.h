@@ -107,6 +107,8 @@ void upgrade_reload_after(struct server *s);
 void upgrade_quiesce(struct worker *w, uint64_t deadline_ms);
 /* Each loop, after each batch and tick while quiescing. */
 void upgrade_progress(struct worker *w);
+/* Each loop, each tick: while quiescing, receives not cancelled yet. */
+void upgrade_tick(struct worker *w);
 /* Each loop: the exec failed, serve on (MAIL_RESUME). */
 void upgrade_resume(struct worker *w);
 

@@ -95,6 +95,7 @@ static void on_tick(struct worker *w)
 	udp_tick(w);
 	accept_maybe_resume(w);
 	shutdown_tick(w);
+	upgrade_tick(w);
 	upgrade_progress(w);
 	if (w->index == 0)
 		lifecycle_tick(w->srv, w);
@@ -131,8 +132,10 @@ static void dispatch(void *ctx, const struct io_uring_cqe *cqe)
 		if (w->index == 0)
 			lifecycle_on_doorbell(w->srv, w);
 		break;
-	case OP_MAIL_SENT:
 	case OP_CANCEL:
+		echo_on_cancel(w, cqe);
+		break;
+	case OP_MAIL_SENT:
 	case OP_NONE:
 	case OP_TYPE_MAX:
 		break;
