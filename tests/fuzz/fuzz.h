@@ -22,7 +22,6 @@ void fuzz_fail(const char *fmt, ...) __attribute__((noreturn, format(printf, 1, 
 void diff_with_libconfig(const char *path, const char *dir, int ret,
 			 const struct config_errors *errs, const struct conftext *t);
 
-
 /* End every text file of the input with one more newline (fuzz_config.c). */
 void fuzz_append_newlines(void);
 

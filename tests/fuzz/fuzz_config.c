@@ -426,10 +426,13 @@ static void check_listen(const struct addr_list *l, const char *key, unsigned mi
 			fuzz_fail("%s[%u]: text not NUL-terminated", key, i);
 		if (config_parse_addr(a->text, &again) < 0 || again.len != a->len ||
 		    memcmp(&again.ss, &a->ss, a->len) != 0)
-			fuzz_fail("%s[%u] = %s does not parse back the same", key, i, a->text);
+			fuzz_fail("%s[%u] = %s does not parse back the same", key, i,
+				  a->text);
 		for (unsigned j = 0; j < i; j++)
-			if (l->v[j].len == a->len && memcmp(&l->v[j].ss, &a->ss, a->len) == 0)
-				fuzz_fail("%s[%u] = %s is %s[%u] too", key, i, a->text, key, j);
+			if (l->v[j].len == a->len &&
+			    memcmp(&l->v[j].ss, &a->ss, a->len) == 0)
+				fuzz_fail("%s[%u] = %s is %s[%u] too", key, i, a->text,
+					  key, j);
 	}
 }
 

@@ -81,8 +81,8 @@ void check_libconfig_takes(const struct conftext *t)
 static bool refused_on_purpose(const char *msg)
 {
 	static const char *const intended[] = {
-	    "this /* comment is never closed",	   /* at the end: libconfig ignores it */
-	    "this string is never closed", /* libconfig drops the rest of the file */
+	    "this /* comment is never closed", /* at the end: libconfig ignores it */
+	    "this string is never closed",     /* libconfig drops the rest of the file */
 	    "more than 256 settings in one group", /* CONFTEXT_MAX_SETTINGS */
 	    "nested more than 32 deep",		   /* CONFTEXT_MAX_NESTING */
 	    "larger than 256 KiB",		   /* CONFTEXT_MAX_BYTES */

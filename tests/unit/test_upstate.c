@@ -64,11 +64,12 @@ static char *make_state(size_t *len, uint32_t version)
 	for (unsigned i = 0; i < NREC; i++) {
 		pattern(i, bytes, body);
 		if (i % 2) {
-			upstate_add(&parts[i < NREC / 2 ? 0 : 1], UPREC_CONN, 100 + (int)i, bytes,
-				    i * 37, body, sizeof(body));
+			upstate_add(&parts[i < NREC / 2 ? 0 : 1], UPREC_CONN,
+				    100 + (int)i, bytes, i * 37, body, sizeof(body));
 		} else {
-			char *to = upstate_add_open(&parts[i < NREC / 2 ? 0 : 1], UPREC_CONN,
-						    100 + (int)i, i * 37, body, sizeof(body));
+			char *to =
+			    upstate_add_open(&parts[i < NREC / 2 ? 0 : 1], UPREC_CONN,
+					     100 + (int)i, i * 37, body, sizeof(body));
 			CHECK(to != NULL);
 			memcpy(to, bytes, i * 37);
 			upstate_add_close(&parts[i < NREC / 2 ? 0 : 1]);
