@@ -113,6 +113,28 @@ class UpgradeTestCase(CheckedTestCase):
             time.sleep(0.01)
         return d.find_log(UPGRADED)[n]
 
+    def owing_clients(self, d):
+        """10 clients paused at max_pending_bytes, each owed an echo, and 10
+        quiet ones owed nothing: (paused, sent, read by the daemon, quiet)."""
+        paused = [self.client(d) for _ in range(10)]
+        sent = [fill_until_paused(s, seed=i) for i, s in enumerate(paused)]
+        read = [bytes_read_by_daemon(s, len(p)) for s, p in zip(paused, sent)]
+        quiet = [self.client(d) for _ in range(10)]
+        for i, q in enumerate(quiet):
+            self.assert_echo(q, b"quiet %d" % i, d)
+        return paused, sent, read, quiet
+
+    def check_owed_then_eof(self, d, clients, owed_kept):
+        """Every client of owing_clients(): the echo it is owed (what the
+        daemon had read), in order, then a clean EOF."""
+        paused, sent, read, quiet = clients
+        got = read_all_until_eof(paused + quiet, daemon=d)
+        for i, (g, p, n) in enumerate(zip(got, sent, read)):
+            harness.assert_same(self, g, p[:len(g)], "paused client %d (prefix)" % i)
+            if owed_kept:
+                self.assertGreaterEqual(len(g), n, "paused client %d: echo owed lost" % i)
+        self.assertEqual(got[10:], [b""] * 10)
+
     def program_copy(self):
         """A copy of the daemon's program file that the test may replace."""
         tmp = tempfile.mkdtemp(prefix="ringecho-upgrade-")
@@ -625,22 +647,10 @@ class UnusableStateTest(UpgradeTestCase):
     def check_unusable(self, hook, owed_kept):
         d = self.start({"max_pending_bytes": PENDING},
                        extra_env={"RINGECHO_TEST_UPGRADE_STATE": hook})
-        paused = [self.client(d) for _ in range(10)]
-        sent = [fill_until_paused(s, seed=i) for i, s in enumerate(paused)]
-        read = [bytes_read_by_daemon(s, len(p)) for s, p in zip(paused, sent)]
-        quiet = [self.client(d) for _ in range(10)]
-        for i, q in enumerate(quiet):
-            self.assert_echo(q, b"quiet %d" % i, d)
+        clients = self.owing_clients(d)
         d.send_signal(signal.SIGUSR2)
         d.wait_log(r"^<3>upgrade: cannot use the state the old program left \(")
-        # Every client: the echo it is owed (what the daemon had read), in
-        # order, then a clean EOF.
-        got = read_all_until_eof(paused + quiet, daemon=d)
-        for i, (g, p, n) in enumerate(zip(got, sent, read)):
-            harness.assert_same(self, g, p[:len(g)], "paused client %d (prefix)" % i)
-            if owed_kept:
-                self.assertGreaterEqual(len(g), n, "paused client %d: echo owed lost" % i)
-        self.assertEqual(got[10:], [b""] * 10)
+        self.check_owed_then_eof(d, clients, owed_kept)
         # The listener is served.
         self.assert_echo(self.client(d), b"new client", d)
         self.stop_clean(d)
@@ -664,21 +674,12 @@ class StartUpFailsTest(UpgradeTestCase):
     def test_every_client_gets_its_echo_then_eof(self):
         d = self.start({"max_pending_bytes": PENDING, "shutdown_timeout_ms": 10000},
                        extra_env={"RINGECHO_TEST_UPGRADE_STATE": "initfail"})
-        paused = [self.client(d) for _ in range(10)]
-        sent = [fill_until_paused(s, seed=i) for i, s in enumerate(paused)]
-        read = [bytes_read_by_daemon(s, len(p)) for s, p in zip(paused, sent)]
-        quiet = [self.client(d) for _ in range(10)]
-        for i, q in enumerate(quiet):
-            self.assert_echo(q, b"quiet %d" % i, d)
+        clients = self.owing_clients(d)
         d.send_signal(signal.SIGUSR2)
         d.wait_log(r"^<3>upgrade: the new program cannot serve; each of 20 connections "
                    r"gets the echo it is owed, then EOF$")
-        got = read_all_until_eof(paused + quiet, daemon=d)
-        for i, (g, p, n) in enumerate(zip(got, sent, read)):
-            harness.assert_same(self, g, p[:len(g)], "paused client %d (prefix)" % i)
-            self.assertGreaterEqual(len(g), n, "paused client %d: echo owed lost" % i)
-        self.assertEqual(got[10:], [b""] * 10)
-        for s in paused + quiet:
+        self.check_owed_then_eof(d, clients, owed_kept=True)
+        for s in clients[0] + clients[3]:
             s.close()
         # Every client done with: the process ends at once, not at the
         # deadline, and says it failed (systemd restarts it).
