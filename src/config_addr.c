@@ -1,0 +1,116 @@
+/* SPDX-License-Identifier: MIT */
+/* Listen addresses as written in the config and on the command line:
+ * A.B.C.D:PORT, [V6]:PORT, [V6%IFACE]:PORT (config.h). */
+#include "config.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <net/if.h>
+#include <netinet/in.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+static int parse_port(const char *s, struct sockaddr_storage *ss)
+{
+	char *end;
+	unsigned long port;
+
+	if (*s < '0' || *s > '9')
+		return -EINVAL;
+	port = strtoul(s, &end, 10);
+	if (*end || port > 65535)
+		return -EINVAL;
+	if (ss->ss_family == AF_INET)
+		((struct sockaddr_in *)ss)->sin_port = htons(port);
+	else
+		((struct sockaddr_in6 *)ss)->sin6_port = htons(port);
+	return 0;
+}
+
+/* "%scope" of a link-local IPv6 address: an interface name or index. */
+static int parse_scope(const char *scope, struct sockaddr_in6 *in6)
+{
+	char *end;
+	unsigned long idx = strtoul(scope, &end, 10);
+
+	if (!*scope)
+		return -EINVAL;
+	if (*end)
+		idx = if_nametoindex(scope);
+	if (idx == 0 || idx > UINT32_MAX)
+		return -ENODEV;
+	in6->sin6_scope_id = (uint32_t)idx;
+	return 0;
+}
+
+static int parse_host(const char *host, size_t len, struct listen_addr *out)
+{
+	char buf[INET6_ADDRSTRLEN + IF_NAMESIZE + 1], *scope;
+	struct sockaddr_in *in = (struct sockaddr_in *)&out->ss;
+	struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)&out->ss;
+	bool v6 = len >= 2 && host[0] == '[' && host[len - 1] == ']';
+
+	if (v6) {
+		host++;
+		len -= 2;
+	}
+	if (len == 0 || len >= sizeof(buf))
+		return -EINVAL;
+	memcpy(buf, host, len);
+	buf[len] = '\0';
+	if (v6 && (scope = strchr(buf, '%')))
+		*scope++ = '\0';
+	if (v6 && inet_pton(AF_INET6, buf, &in6->sin6_addr) == 1) {
+		/* An IPv6-only socket cannot bind a v4-mapped address. */
+		if (IN6_IS_ADDR_V4MAPPED(&in6->sin6_addr))
+			return -EAFNOSUPPORT;
+		in6->sin6_family = AF_INET6;
+		out->len = sizeof(*in6);
+		return scope ? parse_scope(scope, in6) : 0;
+	}
+	if (!v6 && inet_pton(AF_INET, buf, &in->sin_addr) == 1) {
+		in->sin_family = AF_INET;
+		out->len = sizeof(*in);
+		return 0;
+	}
+	return -EINVAL;
+}
+
+int config_parse_addr(const char *text, struct listen_addr *out)
+{
+	const char *colon = strrchr(text, ':');
+	struct listen_addr a;
+	int ret;
+
+	memset(&a, 0, sizeof(a));
+	if (!colon || strlen(text) >= sizeof(a.text))
+		return -EINVAL;
+	if ((ret = parse_host(text, colon - text, &a)) < 0)
+		return ret;
+	if (parse_port(colon + 1, &a.ss) < 0)
+		return -EINVAL;
+	strcpy(a.text, text);
+	*out = a;
+	return 0;
+}
+
+const char *config_addr_error(int err)
+{
+	switch (err) {
+	case -EAFNOSUPPORT:
+		return "an IPv4-mapped IPv6 address; write the IPv4 address as "
+		       "A.B.C.D:PORT";
+	case -ENODEV:
+		return "no such network interface after '%'";
+	default:
+		return "expected A.B.C.D:PORT, [V6]:PORT or [V6%IFACE]:PORT";
+	}
+}
+
+unsigned listen_addr_port(const struct listen_addr *a)
+{
+	if (a->ss.ss_family == AF_INET6)
+		return ntohs(((const struct sockaddr_in6 *)&a->ss)->sin6_port);
+	return ntohs(((const struct sockaddr_in *)&a->ss)->sin_port);
+}
