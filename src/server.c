@@ -194,15 +194,21 @@ void server_format_status(const struct server *s, char *buf, size_t len)
 	    s->reload_problem[0] ? "; last reload incomplete: " : "", s->reload_problem);
 }
 
-int server_add_listener(struct server *s, struct listener *l)
+/* Loops 1.. accept on TCP listener l too. */
+static void others_accept(struct server *s, const struct listener *l, bool wait)
 {
 	struct mail m = {.type = MAIL_ADD_LISTENER, .id = l->id, .fd = l->fd};
 
+	snprintf(m.name, sizeof(m.name), "%s", l->name);
+	tell_others(s, m, wait);
+}
+
+int server_add_listener(struct server *s, struct listener *l)
+{
 	if (l->dgram) /* one loop serves UDP: see README, "Scaling out" */
 		return udp_add_listener(&s->workers[0], l);
-	snprintf(m.name, sizeof(m.name), "%s", l->name);
 	accept_add_listener(&s->workers[0], l->id, l->fd, l->name);
-	tell_others(s, m, false);
+	others_accept(s, l, false);
 	return 0;
 }
 
@@ -338,15 +344,9 @@ static int setup_workers(struct server *s)
  * handing out the carried ones, and counted before those were. */
 static void accept_everywhere(struct server *s)
 {
-	for (unsigned i = 0; i < s->listeners.n; i++) {
-		const struct listener *l = &s->listeners.v[i];
-		struct mail m = {.type = MAIL_ADD_LISTENER, .id = l->id, .fd = l->fd};
-
-		if (l->dgram)
-			continue;
-		snprintf(m.name, sizeof(m.name), "%s", l->name);
-		tell_others(s, m, true);
-	}
+	for (unsigned i = 0; i < s->listeners.n; i++)
+		if (!s->listeners.v[i].dgram)
+			others_accept(s, &s->listeners.v[i], true);
 	s->accepts_later = false;
 }
 
