@@ -106,12 +106,24 @@ void config_verror(struct config_errors *errs, const char *where, const char *fm
 	if (errs->count >= CONFIG_MAX_ERRORS)
 		return;
 	m = errs->msg[errs->count++];
-	if (where)
+	/* A long where (a deep path) would leave no room for what is wrong:
+	 * keep its end, which names the file and the line. */
+	if (where && strlen(where) > CONFIG_ERROR_LEN / 2)
+		n = snprintf(m, CONFIG_ERROR_LEN,
+			     "...%s: ", where + strlen(where) - CONFIG_ERROR_LEN / 2);
+	else if (where)
 		n = snprintf(m, CONFIG_ERROR_LEN, "%s: ", where);
-	/* A prefix longer than the message buffer leaves no room: cut it. */
 	if (n < 0 || n >= CONFIG_ERROR_LEN)
 		n = CONFIG_ERROR_LEN - 1;
 	vsnprintf(m + n, CONFIG_ERROR_LEN - n, fmt, ap);
+}
+
+void config_errors_log(const struct config_errors *errs)
+{
+	for (unsigned i = 0; i < errs->count; i++)
+		log_error("%s", errs->msg[i]);
+	if (errs->total > errs->count)
+		log_error("... and %u more", errs->total - errs->count);
 }
 
 void config_error(struct config_errors *errs, const char *where, const char *fmt, ...)
@@ -194,9 +206,8 @@ static int set_uint(struct config *cfg, const struct key_spec *k,
 	v = config_setting_get_int64(s);
 	if (v == LLONG_MAX || v == LLONG_MIN) { /* libconfig saturates */
 		add_error(errs, ct, s,
-			  "'%s' is out of range (%lld..%lld): the number does not fit in "
-			  "64 bits",
-			  k->name, k->min, k->max);
+			  "'%s' is out of range (%lld..%lld): the number is far too %s",
+			  k->name, k->min, k->max, v < 0 ? "small" : "large");
 		return -EINVAL;
 	}
 	if (v < k->min || v > k->max) {
@@ -250,16 +261,6 @@ static int set_level(struct config *cfg, const struct key_spec *k,
 	return 0;
 }
 
-/* Is listen[i] the same address as one before it? It could not be bound twice. */
-static bool listed_before(const struct listen_addr *listen, int i)
-{
-	for (int j = 0; j < i; j++)
-		if (listen[j].len == listen[i].len &&
-		    memcmp(&listen[j].ss, &listen[i].ss, listen[i].len) == 0)
-			return true;
-	return false;
-}
-
 static int set_listen(struct config *cfg, const struct key_spec *k,
 		      const config_setting_t *s, const struct conftext *ct,
 		      struct config_errors *errs)
@@ -267,6 +268,7 @@ static int set_listen(struct config *cfg, const struct key_spec *k,
 	struct addr_list *list = (struct addr_list *)((char *)cfg + k->offset);
 	int n = config_setting_length(s);
 	int bad = 0, err;
+	char why[160];
 
 	if (!config_setting_is_list(s) && !config_setting_is_array(s)) {
 		add_error(errs, ct, s, "'%s' must be a list of \"HOST:PORT\" strings",
@@ -289,9 +291,11 @@ static int set_listen(struct config *cfg, const struct key_spec *k,
 			add_error(errs, ct, e, "'%s': cannot parse address '%s' (%s)",
 				  k->name, text, config_addr_error(err));
 			bad = -EINVAL;
-		} else if (listed_before(list->v, i)) {
-			add_error(errs, ct, e, "'%s': '%s' is listed twice", k->name,
-				  text);
+		} else if (config_addr_clash(list->v, i,
+					     k->offset ==
+						 offsetof(struct config, listen_udp),
+					     why, sizeof(why)) < 0) {
+			add_error(errs, ct, e, "'%s': '%s' %s", k->name, text, why);
 			bad = -EINVAL;
 		}
 	}
@@ -461,7 +465,7 @@ static int undump_list(struct addr_list *l, const char *v)
 int config_undump(struct config *cfg, const char *text, size_t len)
 {
 	struct config next;
-	char line[CONFIG_MAX_LISTEN * CONFIG_ADDR_TEXT];
+	char line[CONFIG_DUMP_LINE];
 
 	config_defaults(&next);
 	next.listen.n = 0;

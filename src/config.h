@@ -71,12 +71,16 @@ struct config_cli {
 	bool verbose;		     /* -v */
 };
 
-/* Record one problem as "WHERE: message" (where may be NULL), cut to fit
- * CONFIG_ERROR_LEN however long where is; past CONFIG_MAX_ERRORS, dropped. */
+/* Record one problem as "WHERE: message" (where may be NULL); a where too
+ * long to leave room for the message keeps its end (the file's name and
+ * line) after "...". Past CONFIG_MAX_ERRORS, only counted. */
 void config_error(struct config_errors *errs, const char *where, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 void config_verror(struct config_errors *errs, const char *where, const char *fmt,
 		   va_list ap) __attribute__((format(printf, 3, 0)));
+
+/* Log each recorded problem, then "... and N more" for those not kept. */
+void config_errors_log(const struct config_errors *errs);
 
 /* The built-in defaults, the same values conf/ringechod.conf spells out. */
 void config_defaults(struct config *cfg);
@@ -94,8 +98,14 @@ int config_load(struct config *cfg, const char *path, struct config_errors *errs
 int config_resolve(struct config *cfg, const struct config_cli *cli, bool at_start,
 		   struct config_errors *errs, bool *no_file);
 
+/* The longest line config_dump() writes (a full list of addresses), and
+ * room for all it writes (two such lists and a short line per other key). */
+#define CONFIG_DUMP_LINE (32 + CONFIG_MAX_LISTEN * CONFIG_ADDR_TEXT)
+#define CONFIG_DUMP_LEN  (3 * CONFIG_DUMP_LINE)
+
 /* The settings as "key=value" lines, for the state a live upgrade hands
- * over. Returns the length written (len when it did not fit). */
+ * over. Returns the length written: len when it did not fit, which cannot
+ * happen with CONFIG_DUMP_LEN. */
 size_t config_dump(const struct config *cfg, char *buf, size_t len);
 /* Read what config_dump() wrote (keys this program lacks are skipped, keys
  * missing keep their defaults). 0, or -EINVAL. */
@@ -103,10 +113,18 @@ int config_undump(struct config *cfg, const char *text, size_t len);
 
 /* Parse "A.B.C.D:PORT", "[V6]:PORT" or "[V6%IFACE]:PORT" (a scoped
  * link-local address). 0, or -EINVAL (syntax), -EAFNOSUPPORT (an
- * IPv4-mapped IPv6 address, which an IPv6-only socket cannot bind) or
- * -ENODEV (no such interface); config_addr_error() says which in words. */
+ * IPv4-mapped IPv6 address, which an IPv6-only socket cannot bind),
+ * -ENODEV (no such interface) or -EDESTADDRREQ (a link-local address
+ * without one); config_addr_error() says which in words. */
 int config_parse_addr(const char *text, struct listen_addr *out);
 const char *config_addr_error(int err);
+/* Can v[i] be listened on beside v[0..i-1] (TCP unless dgram)? 0, or
+ * -EINVAL with why saying what is wrong, to follow the address in a
+ * message: listed twice, overlapping a wildcard address on the same port
+ * (which would fail with EADDRINUSE at start-up), or a multicast address
+ * for TCP. */
+int config_addr_clash(const struct listen_addr *v, unsigned i, bool dgram, char *why,
+		      size_t len);
 unsigned listen_addr_port(const struct listen_addr *a);
 
 #endif

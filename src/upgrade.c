@@ -339,7 +339,7 @@ static void write_program(struct server *s, struct upstate_buf *b)
 	    .upgrades = s->upgrade.count + 1,
 	    .stop_after = s->upgrade.stop_after,
 	};
-	char text[8192];
+	char text[CONFIG_DUMP_LEN];
 	struct stats st;
 	unsigned n;
 
