@@ -8,6 +8,7 @@
 #include <net/if.h>
 #include <netinet/in.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -31,13 +32,15 @@ static int parse_port(const char *s, struct sockaddr_storage *ss)
 /* "%scope" of a link-local IPv6 address: an interface name or index. */
 static int parse_scope(const char *scope, struct sockaddr_in6 *in6)
 {
-	char *end;
+	char *end, name[IF_NAMESIZE];
 	unsigned long idx = strtoul(scope, &end, 10);
 
 	if (!*scope)
 		return -EINVAL;
 	if (*end)
 		idx = if_nametoindex(scope);
+	else if (idx > UINT32_MAX || !if_indextoname((unsigned)idx, name))
+		idx = 0;
 	if (idx == 0 || idx > UINT32_MAX)
 		return -ENODEV;
 	in6->sin6_scope_id = (uint32_t)idx;
@@ -67,7 +70,10 @@ static int parse_host(const char *host, size_t len, struct listen_addr *out)
 			return -EAFNOSUPPORT;
 		in6->sin6_family = AF_INET6;
 		out->len = sizeof(*in6);
-		return scope ? parse_scope(scope, in6) : 0;
+		if (scope)
+			return parse_scope(scope, in6);
+		/* The kernel cannot tell which link is meant. */
+		return IN6_IS_ADDR_LINKLOCAL(&in6->sin6_addr) ? -EDESTADDRREQ : 0;
 	}
 	if (!v6 && inet_pton(AF_INET, buf, &in->sin_addr) == 1) {
 		in->sin_family = AF_INET;
@@ -103,6 +109,8 @@ const char *config_addr_error(int err)
 		       "A.B.C.D:PORT";
 	case -ENODEV:
 		return "no such network interface after '%'";
+	case -EDESTADDRREQ:
+		return "a link-local address needs its interface: [fe80::...%IFACE]:PORT";
 	default:
 		return "expected A.B.C.D:PORT, [V6]:PORT or [V6%IFACE]:PORT";
 	}
@@ -113,4 +121,53 @@ unsigned listen_addr_port(const struct listen_addr *a)
 	if (a->ss.ss_family == AF_INET6)
 		return ntohs(((const struct sockaddr_in6 *)&a->ss)->sin6_port);
 	return ntohs(((const struct sockaddr_in *)&a->ss)->sin_port);
+}
+
+static bool is_wildcard(const struct listen_addr *a)
+{
+	if (a->ss.ss_family == AF_INET6)
+		return IN6_IS_ADDR_UNSPECIFIED(
+		    &((const struct sockaddr_in6 *)&a->ss)->sin6_addr);
+	return ((const struct sockaddr_in *)&a->ss)->sin_addr.s_addr == htonl(INADDR_ANY);
+}
+
+static bool is_multicast(const struct listen_addr *a)
+{
+	if (a->ss.ss_family == AF_INET6)
+		return IN6_IS_ADDR_MULTICAST(
+		    &((const struct sockaddr_in6 *)&a->ss)->sin6_addr);
+	return IN_MULTICAST(ntohl(((const struct sockaddr_in *)&a->ss)->sin_addr.s_addr));
+}
+
+int config_addr_clash(const struct listen_addr *v, unsigned i, bool dgram, char *why,
+		      size_t len)
+{
+	const struct listen_addr *a = &v[i];
+
+	if (!dgram && is_multicast(a)) {
+		snprintf(why, len,
+			 "is a multicast address, which cannot take TCP "
+			 "connections");
+		return -EINVAL;
+	}
+	for (unsigned j = 0; j < i; j++) {
+		const struct listen_addr *b = &v[j];
+
+		/* Port 0 is a new free port each time: no clash. */
+		if (b->ss.ss_family != a->ss.ss_family || listen_addr_port(a) == 0 ||
+		    listen_addr_port(a) != listen_addr_port(b))
+			continue;
+		if (b->len == a->len && memcmp(&b->ss, &a->ss, a->len) == 0) {
+			snprintf(why, len, "is listed twice");
+			return -EINVAL;
+		}
+		if (is_wildcard(a) || is_wildcard(b)) {
+			snprintf(why, len,
+				 "and '%s' cannot both be listened on: the wildcard "
+				 "address takes port %u on every address",
+				 b->text, listen_addr_port(a));
+			return -EINVAL;
+		}
+	}
+	return 0;
 }

@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /* ringechod: argv, the start-up and tear-down order, nothing else. */
 #include "config.h"
+#include "lifecycle.h"
 #include "log.h"
 #include "server.h"
 
@@ -32,7 +33,8 @@ static void usage(FILE *out)
 		"  -v, --verbose           log at debug level\n"
 		"  -V, --version           print the version and exit\n"
 		"  -h, --help              print this help and exit\n\n"
-		"Signals: TERM/INT graceful shutdown, HUP reload, USR1 log counters.\n"
+		"Signals: TERM/INT graceful shutdown, HUP reload, USR1 log counters,\n"
+		"USR2 live upgrade (re-execute the program, keeping every connection).\n"
 		"See ringechod(8) and ringechod.conf(5).\n",
 		CONFIG_DEFAULT_PATH);
 }
@@ -48,6 +50,7 @@ static int usage_error(const char *what, const char *arg)
 /* -l or -u ADDRESS: -1 to go on, else an exit status. */
 static int add_cli_addr(struct addr_list *list, int opt, const char *arg)
 {
+	char why[160];
 	int err;
 
 	if (list->n == CONFIG_MAX_LISTEN) {
@@ -60,9 +63,49 @@ static int add_cli_addr(struct addr_list *list, int opt, const char *arg)
 			arg, config_addr_error(err), TRY_HELP);
 		return EXIT_USAGE;
 	}
+	if (config_addr_clash(list->v, list->n, opt == 'u', why, sizeof(why)) < 0) {
+		fprintf(stderr, "ringechod: -%c: '%s' %s\n%s", opt, arg, why, TRY_HELP);
+		return EXIT_USAGE;
+	}
 	list->n++;
 	list->set = true;
 	return -1;
+}
+
+/* What was wrong with the option getopt stopped at: argv[at] holds it
+ * (a short option inside a cluster such as -xt is optopt). */
+static int bad_option(char **argv, int at, bool missing, const struct option *longopts)
+{
+	const char *arg = argv[at], *eq;
+	char name[64], opt[3] = {'-', (char)optopt, '\0'};
+	const struct option *match = NULL;
+	unsigned n = 0;
+
+	if (strncmp(arg, "--", 2) != 0)
+		return usage_error(
+		    missing ? "option needs an argument: " : "unknown option: ", opt);
+	eq = strchr(arg, '=');
+	snprintf(name, sizeof(name), "%.*s", (int)(eq ? eq - arg : (long)strlen(arg)),
+		 arg);
+	for (const struct option *o = longopts; o->name; o++) {
+		if (strncmp(o->name, name + 2, strlen(name + 2)) != 0)
+			continue;
+		match = o;
+		if (strlen(o->name) == strlen(name + 2)) {
+			n = 1; /* an exact match wins */
+			break;
+		}
+		n++;
+	}
+	if (n > 1)
+		return usage_error("ambiguous option: ", name);
+	if (n == 0)
+		return usage_error("unknown option: ", name);
+	if (missing)
+		return usage_error("option needs an argument: ", name);
+	if (match->has_arg == no_argument && eq)
+		return usage_error("option takes no argument: ", name);
+	return usage_error("unknown option: ", arg);
 }
 
 /* Parse argv into opts. -1 to go on, else an exit status. */
@@ -81,7 +124,9 @@ static int parse_args(int argc, char **argv, struct config_cli *o, bool *test_on
 	int ch, err;
 
 	opterr = 0;
-	while ((ch = getopt_long(argc, argv, ":c:l:u:tvVh", longopts, NULL)) != -1) {
+	for (int at = optind;
+	     (ch = getopt_long(argc, argv, ":c:l:u:tvVh", longopts, NULL)) != -1;
+	     at = optind) {
 		switch (ch) {
 		case 'c':
 			o->path = optarg;
@@ -106,25 +151,14 @@ static int parse_args(int argc, char **argv, struct config_cli *o, bool *test_on
 		case 'h':
 			usage(stdout);
 			return 0;
-		case ':':
-			return usage_error("option needs an argument: ",
-					   argv[optind - 1]);
-		default:
-			return usage_error("unknown option: ", argv[optind - 1]);
+		default: /* '?' or ':' */
+			return bad_option(argv, at < optind ? at : optind, ch == ':',
+					  longopts);
 		}
 	}
 	if (optind < argc)
 		return usage_error("unexpected argument: ", argv[optind]);
 	return -1;
-}
-
-/* Say what was wrong, and how much, for -t and at start-up. */
-static void log_config_errors(const struct config_errors *errs)
-{
-	for (unsigned i = 0; i < errs->count; i++)
-		log_error("%s", errs->msg[i]);
-	if (errs->total > errs->count)
-		log_error("... and %u more", errs->total - errs->count);
 }
 
 /* -t: one true sentence about the file, and the exit status. */
@@ -135,7 +169,7 @@ static int check_only(const struct config_cli *cli)
 	bool no_file;
 
 	if (config_resolve(&cfg, cli, true, &errs, &no_file) < 0) {
-		log_config_errors(&errs);
+		config_errors_log(&errs);
 		log_error("%u error%s in %s", errs.total, errs.total == 1 ? "" : "s",
 			  cli->path);
 		return EXIT_CONFIG;
@@ -156,7 +190,7 @@ static int upgrade_config(struct config *cfg, const struct config_cli *cli,
 			  const struct upgrade_state *from,
 			  const struct config_errors *errs)
 {
-	log_config_errors(errs);
+	config_errors_log(errs);
 	if (restore_config(from, cfg) == 0) {
 		log_error(
 		    "upgrade: %s does not load; keeping the settings the old program "
@@ -186,12 +220,17 @@ int main(int argc, char **argv)
 		return ret;
 	if (test_only)
 		return check_only(&cli);
+	/* A reload or a stop asked for during start-up is done once serving. */
+	if ((ret = lifecycle_block_signals()) < 0) {
+		log_errno(LOG_ERR, -ret, "cannot block signals");
+		return 1;
+	}
 	/* Before anything that could fail: what the old program left must be
 	 * taken, its sockets included, whatever happens next. */
 	taken = restore_take(&from);
 	if (config_resolve(&cfg, &cli, true, &errs, &no_file) < 0) {
 		if (!taken) {
-			log_config_errors(&errs);
+			config_errors_log(&errs);
 			return EXIT_CONFIG;
 		}
 		upgrade_config(&cfg, &cli, &from, &errs);

@@ -115,6 +115,74 @@ class CheckConfigTest(unittest.TestCase):
             self.assertEqual(r.returncode, EX_USAGE)
             self.assertIn(why, r.stderr)
 
+    def test_addresses_that_cannot_be_listened_on_together(self):
+        """-t and start-up agree: what start-up could not bind for a reason
+        the file alone shows is an error of the file (or of -l/-u)."""
+        cases = [
+            (["127.0.0.1:7001", "127.0.0.1:07001"], "listen", "is listed twice"),
+            (["0.0.0.0:7001", "127.0.0.1:7001"], "listen",
+             "and '0.0.0.0:7001' cannot both be listened on: the wildcard address takes "
+             "port 7001 on every address"),
+            (["127.0.0.1:7001", "[::]:7002", "[::1]:7002"], "listen",
+             "and '[::]:7002' cannot both be listened on"),
+            (["[fe80::1]:7001"], "listen", "a link-local address needs its interface"),
+            (["[fe80::1%4294967000]:7001"], "listen", "no such network interface"),
+            (["224.0.0.1:7001"], "listen", "is a multicast address, which cannot take TCP"),
+            (["[ff02::1%lo]:7001"], "listen", "is a multicast address"),
+            (["0.0.0.0:7001", "127.0.0.1:7001"], "listen_udp", "cannot both be listened on"),
+        ]
+        for addrs, key, why in cases:
+            with self.subTest(addrs=addrs, key=key):
+                path = write_config({key: addrs})
+                self.addCleanup(os.unlink, path)
+                r = run_daemon(["-t", "-c", path], journal=False)
+                self.assertEqual(r.returncode, EX_CONFIG, r.stderr)
+                self.assertIn(why, r.stderr)
+                opt = "-l" if key == "listen" else "-u"
+                args = [a for addr in addrs for a in (opt, addr)]
+                r = run_daemon(args + ["-t", "-c", path], journal=False)
+                self.assertEqual(r.returncode, EX_USAGE, r.stderr)
+                self.assertIn(why, r.stderr)
+        # Apart: the same port on two families, port 0 twice, UDP and TCP.
+        path = write_config({"listen": ["[::]:7001", "0.0.0.0:7001", "127.0.0.1:0",
+                                        "127.0.0.1:0"],
+                             "listen_udp": ["0.0.0.0:7001", "224.0.0.1:7002"]})
+        self.addCleanup(os.unlink, path)
+        r = run_daemon(["-t", "-c", path], journal=False)
+        self.assertEqual(r.returncode, 0, r.stderr)
+
+    def test_one_message_one_line(self):
+        """A newline or an escape sequence in a value never starts a log
+        line of its own (which could forge a journal priority)."""
+        path = write_config('log_level = "x\\n<0>forged\\u001b[2J";\n'
+                            'listen = ["1.2.3.4:7\\n<2>forged too"];\n')
+        self.addCleanup(os.unlink, path)
+        for journal in (False, True):
+            r = run_daemon(["-t", "-c", path], journal=journal)
+            self.assertEqual(r.returncode, EX_CONFIG)
+            lines = r.stderr.splitlines()
+            self.assertEqual(len(lines), 3, r.stderr)
+            prefix = "<3>" if journal else "ringechod: error: "
+            for line in lines:
+                self.assertTrue(line.startswith(prefix), line)
+                self.assertNotRegex(line, "[\x00-\x1f\x7f]")
+
+    def test_long_path_keeps_the_reason(self):
+        """A config path too long for an error line keeps its end (file and
+        line) and what is wrong."""
+        top = tempfile.mkdtemp(prefix="ringechod-longpath-")
+        self.addCleanup(lambda: __import__("shutil").rmtree(top))
+        deep = os.path.join(top, *["d" * 200] * 12)
+        os.makedirs(deep)
+        path = os.path.join(deep, "c.conf")
+        with open(path, "w") as f:
+            f.write('backlog = "x";\n')
+        r = run_daemon(["-t", "-c", path], journal=False)
+        self.assertEqual(r.returncode, EX_CONFIG)
+        self.assertRegex(r.stderr.splitlines()[0],
+                         r"^ringechod: error: \.\.\.[d/]+/c\.conf:1: 'backlog' must be an "
+                         r"integer$")
+
 
 class UsageErrorTest(unittest.TestCase):
 
@@ -124,6 +192,24 @@ class UsageErrorTest(unittest.TestCase):
         self.assertEqual(r.stderr, "ringechod: unknown option: --bogus\n"
                          "Try 'ringechod --help'.\n")
         self.assertEqual(r.stdout, "")
+
+    def test_usage_error_names_what_was_wrong(self):
+        cases = [
+            (["-xt"], "unknown option: -x"),
+            (["-c", "/nonexistent", "-vxt"], "unknown option: -x"),
+            (["--verbose", "-tx"], "unknown option: -x"),
+            (["--help=x"], "option takes no argument: --help"),
+            (["--version=1"], "option takes no argument: --version"),
+            (["--list", "127.0.0.1:7"], "ambiguous option: --list"),
+            (["--listen"], "option needs an argument: --listen"),
+            (["-t", "-c"], "option needs an argument: -c"),
+            (["--bogus=1"], "unknown option: --bogus"),
+        ]
+        for args, said in cases:
+            with self.subTest(args=args):
+                r = run_daemon(args, journal=False)
+                self.assertEqual(r.returncode, EX_USAGE)
+                self.assertEqual(r.stderr, "ringechod: %s\nTry 'ringechod --help'.\n" % said)
 
 
 class BindErrorTest(CheckedTestCase):
