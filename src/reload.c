@@ -4,10 +4,13 @@
 
 #include <errno.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
-/* Keys fixed at start-up: the ring and its buffers are sized once. */
-static void keep_restart_only(struct config *next, const struct config *cur)
+/* The ring and its buffers are sized once: keys fixed at start-up keep
+ * their running values; -EINVAL when a key that can change live no longer
+ * fits them. */
+static int keep_restart_only(struct config *next, const struct config *cur)
 {
 	static const struct {
 		const char *name;
@@ -33,6 +36,13 @@ static void keep_restart_only(struct config *next, const struct config *cur)
 			*n = *c;
 		}
 	}
+	if (next->max_pending_bytes < next->buffer_size) {
+		log_error("reload: 'max_pending_bytes' = %u must be at least the running "
+			  "'buffer_size' = %u",
+			  next->max_pending_bytes, next->buffer_size);
+		return -EINVAL;
+	}
+	return 0;
 }
 
 /* "a, b, c" of the addresses, cut to fit. */
@@ -105,25 +115,106 @@ static unsigned open_new(struct server *s, const struct addr_list *list, bool dg
 	return failed;
 }
 
-/* Open what is new, close what was removed, keep the rest (and their
- * connections). Sockets from systemd are never touched. Returns how many
- * addresses could not be bound; the first is described in problem. */
-unsigned reload_reconcile(struct server *s, const struct config *next, char *problem,
-			  size_t len)
-{
-	unsigned failed;
+/* Listeners a reload closed: as configured, and the address they were
+ * bound to (a configured port 0 had a real one), should they be needed
+ * again. */
+struct closed {
+	unsigned n;
+	struct {
+		struct listen_addr want, at;
+	} v[CONFIG_MAX_LISTEN];
+};
 
+/* Close the listeners of one kind that list no longer names. */
+static void close_removed(struct server *s, const struct addr_list *list, bool dgram,
+			  struct closed *closed)
+{
+	closed->n = 0;
 	for (unsigned i = 0; i < s->listeners.n;) {
 		struct listener *l = &s->listeners.v[i];
-		const struct addr_list *list =
-		    l->dgram ? &next->listen_udp : &next->listen;
-		if (!l->inherited && !listen_addr_in(&l->want, list))
-			server_close_listener(s, l); /* moves the last one into slot i */
-		else
+
+		if (l->dgram != dgram || l->inherited || listen_addr_in(&l->want, list)) {
 			i++;
+			continue;
+		}
+		if (closed->n < CONFIG_MAX_LISTEN) {
+			closed->v[closed->n].want = l->want;
+			closed->v[closed->n].at = l->want;
+			memcpy(&closed->v[closed->n++].at.ss, &l->bound, l->want.len);
+		}
+		server_close_listener(s, l); /* moves the last one into slot i */
 	}
-	failed = open_new(s, &next->listen, false, next, problem, len, 0);
-	return open_new(s, &next->listen_udp, true, next, problem, len, failed);
+}
+
+/* Not one of list's addresses could be opened, though closed ones served
+ * before: a reload that cannot listen where it was told to must not leave
+ * the daemon listening nowhere, so listen there again and keep them. */
+static void keep_closed(struct server *s, struct addr_list *list, bool dgram,
+			const struct config *next, const struct closed *closed)
+{
+	const char *names[CONFIG_MAX_LISTEN];
+	char joined[512];
+	struct addr_list kept = {.set = list->set};
+
+	if (!list->n || !closed->n || listeners_count(&s->listeners, dgram))
+		return;
+	for (unsigned i = 0; i < closed->n; i++) {
+		struct listener *l;
+		char why[RELOAD_PROBLEM_LEN];
+		int err = listeners_add(&s->listeners, &closed->v[i].at, dgram, next, &l);
+
+		if (err == 0) {
+			l->want = closed->v[i].want; /* the reload diff key, as before */
+			if ((err = server_add_listener(s, l)) < 0)
+				server_close_listener(s, l);
+		}
+		if (err == 0) {
+			names[kept.n] = l->name;
+			kept.v[kept.n++] = closed->v[i].want;
+			continue;
+		}
+		listener_explain(why, sizeof(why), &closed->v[i].at, dgram, err);
+		log_warn("reload: %s", why);
+	}
+	if (!kept.n)
+		return;
+	join_addrs(joined, sizeof(joined), names, kept.n);
+	log_warn("reload: no address in '%s' could be listened on; listening on the "
+		 "old one%s again: %s",
+		 dgram ? "listen_udp" : "listen", kept.n == 1 ? "" : "s", joined);
+	*list = kept;
+}
+
+/* One kind of address: close what list no longer names, open what it
+ * adds, keep the rest (and their connections). */
+static unsigned reconcile_kind(struct server *s, struct addr_list *list, bool dgram,
+			       const struct config *next, char *problem, size_t len,
+			       unsigned failed)
+{
+	struct closed *closed = malloc(sizeof(*closed));
+	unsigned now;
+
+	if (!closed) {
+		log_warn("reload: out of memory; the addresses of '%s' are unchanged",
+			 dgram ? "listen_udp" : "listen");
+		return failed + 1;
+	}
+	close_removed(s, list, dgram, closed);
+	now = open_new(s, list, dgram, next, problem, len, failed);
+	if (now > failed)
+		keep_closed(s, list, dgram, next, closed);
+	free(closed);
+	return now;
+}
+
+/* Sockets from systemd are never touched. Returns how many addresses could
+ * not be bound; the first is described in problem. */
+unsigned reload_reconcile(struct server *s, struct config *next, char *problem,
+			  size_t len)
+{
+	unsigned failed = reconcile_kind(s, &next->listen, false, next, problem, len, 0);
+
+	return reconcile_kind(s, &next->listen_udp, true, next, problem, len, failed);
 }
 
 void reload_apply(struct server *s)
@@ -139,11 +230,16 @@ void reload_apply(struct server *s)
 	notify_reloading(&s->notify);
 	log_info("reloading configuration from %s", s->cli.path);
 	if (config_resolve(&next, &s->cli, false, &errs, &no_file) < 0) {
-		for (unsigned i = 0; i < errs.count; i++)
-			log_error("%s", errs.msg[i]);
+		config_errors_log(&errs);
+		log_warn("reload failed; keeping the old configuration");
+	} else if (keep_restart_only(&next, &s->cfg) < 0) {
+		/* -t cannot know the running values: keep it in STATUS=. */
+		snprintf(
+		    s->reload_problem, sizeof(s->reload_problem),
+		    "'max_pending_bytes' = %u is below the running 'buffer_size' = %u",
+		    next.max_pending_bytes, next.buffer_size);
 		log_warn("reload failed; keeping the old configuration");
 	} else {
-		keep_restart_only(&next, &s->cfg);
 		log_set_level(next.log_level);
 		if (!s->listeners.from_systemd)
 			failed = reload_reconcile(s, &next, s->reload_problem,

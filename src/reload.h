@@ -20,9 +20,12 @@ void reload_check_systemd_listen(const struct server *s, const struct config *cf
 
 /* Open what next lists and is not open yet, close what it no longer lists,
  * keep the rest (and their connections); systemd's sockets are never
- * touched. Returns how many addresses could not be bound; the first is
- * described in problem, each is logged. */
-unsigned reload_reconcile(struct server *s, const struct config *next, char *problem,
+ * touched. When not one address of a kind could be opened, the ones just
+ * closed are opened again and next's list becomes theirs, so that a bad
+ * address never leaves the daemon listening nowhere. Returns how many
+ * addresses could not be bound; the first is described in problem, each is
+ * logged. */
+unsigned reload_reconcile(struct server *s, struct config *next, char *problem,
 			  size_t len);
 
 #endif

@@ -176,6 +176,31 @@ class ReloadTest(DaemonTestCase):
         old.close()
         self.assertEqual(d.stop(), 0)
 
+    def test_restart_only_key_kept_must_still_fit(self):
+        """buffer_size keeps its running value on a reload, so a file whose
+        max_pending_bytes fits only its new buffer_size does not apply: the
+        old settings stay, and every client is served."""
+        d = self.start_reloadable({"buffer_size": 16384, "max_pending_bytes": 65536})
+        old = self.client(d)
+        mark = self.reload(d, {"buffer_size": 4096, "max_pending_bytes": 4096},
+                           expect_ok=False)
+        d.wait_log(r"^<3>reload: 'max_pending_bytes' = 4096 must be at least the running "
+                   r"'buffer_size' = 16384$", start=mark)
+        self.assertFalse(d.find_log(r"^<5>reloaded configuration", start=mark))
+        self.assertEqual(harness.echo_roundtrip(old, b"same"), b"same")
+        self.assert_serves(d)
+        old.close()
+        self.assertEqual(d.stop(), 0)
+
+    def test_reload_with_many_errors_says_how_many_more(self):
+        d = self.start_reloadable({})
+        text = harness.config_text(d.settings) + "".join(
+            "no_such_key_%d = 1;\n" % i for i in range(20))
+        mark = self.reload(d, text=text, expect_ok=False)
+        d.wait_log(r"^<3>\.\.\. and 4 more$", start=mark)
+        self.assert_serves(d)
+        self.assertEqual(d.stop(), 0)
+
 
 class ReloadRobustnessTest(harness.CheckedTestCase):
     """Reloads of broken files, and many reloads under traffic."""

@@ -34,6 +34,21 @@ def wait_for_count(d, regex, n, timeout=harness.IO_TIMEOUT):
         time.sleep(0.01)
 
 
+def udp_free_port():
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def udp_roundtrip(addr, data):
+    """One datagram to addr, and its answer."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.settimeout(harness.IO_TIMEOUT)
+        s.connect(addr)
+        s.send(data)
+        return s.recv(65536)
+
+
 class NotifySocket:
     """A unix datagram socket named in NOTIFY_SOCKET: what sd_notify sends."""
 
@@ -155,6 +170,53 @@ class ReloadBindFailureTest(CheckedTestCase):
         s2 = harness.connect("127.0.0.1", busy)
         self.assertEqual(harness.echo_roundtrip(s2, b"y"), b"y")
         s2.close()
+        self.stop_clean(d)
+
+    def test_moving_to_an_unbindable_address_keeps_the_old_one(self):
+        """A reload that moves `listen` (and `listen_udp`) wholly to addresses
+        that cannot be bound does not leave the daemon listening nowhere: the
+        old addresses are listened on again and the failure is reported."""
+        port, uport = free_port(), udp_free_port()
+        taken, utaken = socket.socket(), socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.addCleanup(taken.close)
+        self.addCleanup(utaken.close)
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        utaken.bind(("127.0.0.1", 0))
+        busy, ubusy = taken.getsockname()[1], utaken.getsockname()[1]
+        env = dict(os.environ, NOTIFY_SOCKET=self.notify.path)
+        d = self.start({"listen": ["127.0.0.1:%d" % port],
+                        "listen_udp": ["127.0.0.1:%d" % uport]}, port=port, env=env)
+        kept = self.client(d)
+        self.assertEqual(harness.echo_roundtrip(kept, b"before"), b"before")
+        write_config({"listen": ["127.0.0.1:%d" % busy],
+                      "listen_udp": ["127.0.0.1:%d" % ubusy]}, path=d.conf)
+        mark = d.log_mark()
+        d.send_signal(signal.SIGHUP)
+        d.wait_log(r"^<4>reload: no address in 'listen' could be listened on; listening "
+                   r"on the old one again: 127\.0\.0\.1:%d$" % port, start=mark)
+        d.wait_log(r"^<4>reload: no address in 'listen_udp' could be listened on; "
+                   r"listening on the old one again: 127\.0\.0\.1:%d$" % uport, start=mark)
+        d.wait_log(r"^<4>reloaded configuration from .*, but 2 addresses could not be "
+                   r"listened on", start=mark)
+        status = self.notify.wait_status(r"last reload incomplete")
+        self.assertIn("cannot listen on 127.0.0.1:%d" % busy, status)
+        s = harness.connect("127.0.0.1", port)
+        self.addCleanup(s.close)
+        self.assertEqual(harness.echo_roundtrip(s, b"still here"), b"still here")
+        self.assertEqual(harness.echo_roundtrip(kept, b"kept"), b"kept")
+        self.assertEqual(udp_roundtrip(("127.0.0.1", uport), b"udp"), b"udp")
+        # Once the address is free, the same file applies in full.
+        taken.close()
+        utaken.close()
+        mark = d.log_mark()
+        d.send_signal(signal.SIGHUP)
+        d.wait_log(RELOADED, start=mark)
+        d.wait_log(r"^<5>stopped listening on 127\.0\.0\.1:%d$" % port, start=mark)
+        s2 = harness.connect("127.0.0.1", busy)
+        self.addCleanup(s2.close)
+        self.assertEqual(harness.echo_roundtrip(s2, b"moved"), b"moved")
+        self.assertEqual(udp_roundtrip(("127.0.0.1", ubusy), b"moved"), b"moved")
         self.stop_clean(d)
 
 

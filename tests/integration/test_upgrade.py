@@ -53,6 +53,15 @@ def children(pid):
     return kids
 
 
+def gone(pid):
+    """pid has ended (or is a zombie waiting for its parent)."""
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            return f.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except OSError:
+        return True
+
+
 def version_of(path):
     import subprocess
     out = subprocess.run([path, "--version"], capture_output=True, text=True, timeout=60)
@@ -494,14 +503,21 @@ class ProgramFileTest(UpgradeTestCase):
         gives the upgrade up and shuts down as usual."""
         path = self.program_copy()
         d = self.start(program=path)
-        self.replace_program(path, HANGS)
+        # A script whose own child hangs: the try ends with all it started.
+        pidfile = path + ".sleep"
+        self.replace_program(path, b"#!/bin/sh\nsleep 60 &\necho $! > %s\nwait\n"
+                             % pidfile.encode())
         c = self.client(d)
         d.send_signal(signal.SIGUSR2)
         d.wait_log(r"^<6>upgrade: trying ")
         for i in range(5):
             self.assert_echo(c, b"served while the file is tried %d" % i, d)
         d.wait_log(r"^<3>upgrade: .* did not answer within 5000 ms; serving on$")
+        with open(pidfile) as f:
+            sleeper = int(f.read())
+        harness.wait_until(lambda: gone(sleeper), 10, "the try's own child to be gone", d)
         self.assert_echo(c, b"after", d)
+        self.replace_program(path, HANGS)
         d.send_signal(signal.SIGUSR2)
         harness.wait_until(lambda: len(d.find_log(r"^<6>upgrade: trying ")) == 2, 30,
                            "the second try", d)
@@ -582,11 +598,51 @@ class ProgramFileTest(UpgradeTestCase):
         self.assertGreaterEqual(d.stats()["refused_max"], 1)
         self.stop_clean(d)
 
+    def test_config_broken_at_upgrade_with_every_address_in_use(self):
+        """The settings handed over hold 64 TCP and 64 UDP addresses of the
+        longest form the parser takes: with the file broken, the new program
+        still runs with all of them."""
+        head = "[0000:0000:0000:0000:0000:0000:0000:0001]:"
+        ports = []
+        while len(ports) < 128:
+            p = harness.free_port("::1")
+            if p not in ports:
+                ports.append(p)
+        addrs = [head + str(p).rjust(63 - len(head), "0") for p in ports]
+        self.assertEqual({len(a) for a in addrs}, {63})
+        d = self.start({"listen": addrs[:64], "listen_udp": addrs[64:],
+                        "max_connections": 7}, host="::1", port=ports[0])
+        with open(d.conf, "a") as f:
+            f.write("max_conections = 10;\n")
+        self.upgrade(d)
+        d.wait_log(r"^<3>upgrade: \S+ does not load; keeping the settings the old program "
+                   r"ran with$")
+        self.assertFalse(d.find_log(r"stopped listening|7777"), d.log_text())
+        for p in (ports[0], ports[63]):
+            s = harness.connect("::1", p)
+            self.addCleanup(s.close)
+            self.assertEqual(harness.echo_roundtrip(s, b"tcp %d" % p), b"tcp %d" % p)
+        for p in (ports[64], ports[127]):
+            with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as u:
+                u.settimeout(harness.IO_TIMEOUT)
+                u.connect(("::1", p))
+                u.send(b"udp")
+                self.assertEqual(u.recv(100), b"udp")
+        # max_connections = 7 came over too: 2 open, 5 more, the 8th refused.
+        for i in range(5):
+            s = harness.connect("::1", ports[i + 1])
+            self.addCleanup(s.close)
+            self.assertEqual(harness.echo_roundtrip(s, b"c%d" % i), b"c%d" % i)
+        eighth = harness.connect("::1", ports[10])
+        self.addCleanup(eighth.close)
+        self.assertEqual(harness.recv_until_eof(eighth), b"")
+        self.stop_clean(d)
+
     def test_listen_that_cannot_be_bound_at_upgrade(self):
         """The config moved `listen` to a port in use when the upgrade comes
-        (-t cannot know): the new program serves every connection carried
-        over and says why nothing listens, as a reload would; fixing the
-        file and reloading listens again."""
+        (-t cannot know): as a reload would, the new program says why and
+        listens on the carried-over address again, at its real port; fixing
+        the file and reloading moves it."""
         blocker = socket.socket()
         self.addCleanup(blocker.close)
         blocker.bind(("127.0.0.1", 0))
@@ -599,10 +655,12 @@ class ProgramFileTest(UpgradeTestCase):
         harness.write_config({"listen": ["127.0.0.1:%d" % busy]}, path=d.conf)
         self.upgrade(d)
         d.wait_log(r"^<4>reload: cannot listen on 127\.0\.0\.1:%d: " % busy)
-        d.wait_log(r"^<3>upgrade: no listening socket was carried over or could be opened; "
-                   r"serving the connections carried over until a reload opens one$")
+        d.wait_log(r"^<4>reload: no address in 'listen' could be listened on; listening "
+                   r"on the old one again: 127\.0\.0\.1:%d$" % d.port)
         for i, c in enumerate(clients):
             self.assert_echo(c, b"after %d" % i, d)
+        again = self.client(d)
+        self.assert_echo(again, b"old port", d)
         port = harness.free_port()
         harness.write_config({"listen": ["127.0.0.1:%d" % port]}, path=d.conf)
         d.send_signal(signal.SIGHUP)
