@@ -30,14 +30,23 @@ static void signal_set(sigset_t *set)
 	sigaddset(set, SIGCHLD); /* the new program file's tries (upcheck.h) */
 }
 
-int lifecycle_init(struct server *s)
+int lifecycle_block_signals(void)
 {
 	sigset_t set;
 
 	signal(SIGPIPE, SIG_IGN); /* belt and braces: every send has MSG_NOSIGNAL */
 	signal_set(&set);
-	if (sigprocmask(SIG_BLOCK, &set, NULL) < 0)
-		return -errno;
+	return sigprocmask(SIG_BLOCK, &set, NULL) < 0 ? -errno : 0;
+}
+
+int lifecycle_init(struct server *s)
+{
+	sigset_t set;
+	int err = lifecycle_block_signals();
+
+	if (err < 0)
+		return err;
+	signal_set(&set);
 	/* Non-blocking: the ring only polls it; the loop reads it itself. */
 	s->sigfd = signalfd(-1, &set, SFD_CLOEXEC | SFD_NONBLOCK);
 	return s->sigfd < 0 ? -errno : 0;

@@ -11,7 +11,11 @@
 struct server;
 struct worker;
 
-/* Block the signals we handle, ignore SIGPIPE, open the signalfd. 0 or -errno. */
+/* Block the signals we handle and ignore SIGPIPE, from the first moment of
+ * a start: one that comes while the configuration is read waits for the
+ * loop instead of killing the daemon. 0 or -errno. */
+int lifecycle_block_signals(void);
+/* lifecycle_block_signals(), then open the signalfd. 0 or -errno. */
 int lifecycle_init(struct server *s);
 void lifecycle_deinit(struct server *s);
 /* Queue a poll of the signalfd on w's ring; the loop reads the signals. */

@@ -92,6 +92,12 @@ static void log_vmsg(int prio, int err, const char *fmt, va_list ap)
 		n += snprintf(line + n, sizeof(line) - n, ": %s", strerror(err));
 	if (n >= (int)sizeof(line) - 1)
 		n = sizeof(line) - 2;
+	/* One message, one line: a newline or an escape sequence from a config
+	 * value must not start a line of its own (with a forged "<N>") or
+	 * drive the terminal. */
+	for (int i = 0; i < n; i++)
+		if ((unsigned char)line[i] < 0x20 || line[i] == 0x7f)
+			line[i] = '?';
 	line[n++] = '\n';
 	/* One write per line so lines from a crash-restart never interleave. */
 	if (write(STDERR_FILENO, line, n) < 0)
