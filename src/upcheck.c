@@ -20,10 +20,16 @@ extern char **environ;
 static int spawn(struct upcheck *c, char **args, uint64_t now_ms)
 {
 	posix_spawn_file_actions_t fa;
+	posix_spawnattr_t attr;
 	int pipefd[2], err;
 
 	if (pipe2(pipefd, O_CLOEXEC | O_NONBLOCK) < 0)
 		return errno;
+	/* A group of its own, so that what it started goes with it (a
+	 * script's `sleep &`): upcheck_abort() kills the group. */
+	posix_spawnattr_init(&attr);
+	posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETPGROUP);
+	posix_spawnattr_setpgroup(&attr, 0);
 	posix_spawn_file_actions_init(&fa);
 	posix_spawn_file_actions_adddup2(&fa, pipefd[1], STDOUT_FILENO);
 	/* Connections are not close-on-exec (accept.c): none goes to it. */
@@ -32,8 +38,9 @@ static int spawn(struct upcheck *c, char **args, uint64_t now_ms)
 	 * signals every process of the unit, this one too if it has started
 	 * by then, and SIGUSR2's default would end it. A stop kills it
 	 * through upcheck_abort(). */
-	err = posix_spawn(&c->pid, c->exe, &fa, NULL, args, environ);
+	err = posix_spawn(&c->pid, c->exe, &fa, &attr, args, environ);
 	posix_spawn_file_actions_destroy(&fa);
+	posix_spawnattr_destroy(&attr);
 	close(pipefd[1]);
 	if (err) {
 		close(pipefd[0]);
@@ -113,6 +120,7 @@ enum upcheck_result upcheck_poll(struct upcheck *c, uint64_t now_ms, char *why,
 			 UPCHECK_TIMEOUT_MS);
 		return UPCHECK_FAILED;
 	}
+	kill(-c->pid, SIGKILL); /* anything it left behind */
 	c->pid = 0;
 	read_answer(c, answer, sizeof(answer));
 	if (c->step == 0) {
@@ -144,7 +152,7 @@ enum upcheck_result upcheck_poll(struct upcheck *c, uint64_t now_ms, char *why,
 void upcheck_abort(struct upcheck *c)
 {
 	if (c->pid) {
-		kill(c->pid, SIGKILL);
+		kill(-c->pid, SIGKILL); /* it and what it started */
 		waitpid(c->pid, NULL, 0);
 		c->pid = 0;
 	}
