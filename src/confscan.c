@@ -426,7 +426,7 @@ static int load_file(struct loader *L, const char *path, const char *name, int d
 			       CONFTEXT_MAX_INCLUDES);
 	ret = read_regular(path, CONFTEXT_MAX_BYTES - L->bytes, &text, &len, &kind);
 	if (ret < 0) {
-		char why[128];
+		char why[192];
 		if (ret == -EFTYPE)
 			snprintf(why, sizeof(why), "not a regular file (it is %s)", kind);
 		else if (ret == -EFBIG)
@@ -434,6 +434,12 @@ static int load_file(struct loader *L, const char *path, const char *name, int d
 				 "larger than %d KiB, the limit for a configuration and "
 				 "all it includes",
 				 CONFTEXT_MAX_BYTES / 1024);
+		else if (ret == -EACCES)
+			/* -t as root reads what the service (a dynamic user) cannot. */
+			snprintf(why, sizeof(why),
+				 "%s (the packaged service runs as an unprivileged user: "
+				 "every user must be able to read it)",
+				 strerror(-ret));
 		else
 			snprintf(why, sizeof(why), "%s", strerror(-ret));
 		if (!depth) {
