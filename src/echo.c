@@ -10,7 +10,9 @@
 
 #include <errno.h>
 #include <stdlib.h>
+#include <linux/sockios.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -415,9 +417,20 @@ void echo_reset(struct worker *w, struct conn *c)
 	conn_settle(w, c);
 }
 
+/* Bytes the client sent that wait unread in its socket: a receive starved
+ * of buffers leaves them there, and their echo is owed as much as any. */
+static bool unread(const struct conn *c)
+{
+	int n = 0;
+
+	if (c->flags & (CONN_NO_RECV | CONN_READ_EOF | CONN_CLOSING))
+		return false; /* what comes now is not read: the client had its EOF */
+	return ioctl(c->fd, SIOCINQ, &n) == 0 && n > 0;
+}
+
 bool echo_owes_nothing(const struct conn *c)
 {
-	return !(c->flags & CONN_SEND_ARMED) && conn_pending(c) == 0;
+	return !(c->flags & CONN_SEND_ARMED) && conn_pending(c) == 0 && !unread(c);
 }
 
 void echo_end_quietly(struct worker *w, struct conn *c, enum conn_cut why)

@@ -41,7 +41,9 @@ void echo_tick(struct worker *w);
 void echo_touch(struct worker *w, struct conn *c);
 /* c's echo moved (its client read): its send_timeout_ms clock starts again. */
 void echo_progress(struct worker *w, struct conn *c);
-/* Nothing received is waiting to be echoed and no send is in flight. */
+/* Nothing received is waiting to be echoed, no send is in flight, and no
+ * byte the client sent waits unread in the socket (a receive starved of
+ * buffers leaves them there): c may be ended with a clean EOF. */
 bool echo_owes_nothing(const struct conn *c);
 /* Receive no more from c; send what it already sent us, then a clean EOF,
  * and close at the client's EOF. */

@@ -25,7 +25,7 @@ void shutdown_cut(struct worker *w)
 static void end_if_idle(struct worker *w, struct conn *c)
 {
 	if (!(c->flags & (CONN_CLOSING | CONN_NO_RECV | CONN_REFUSED)) &&
-	    echo_owes_nothing(c) && w->now_ms - c->last_recv_ms >= w->cfg.drain_idle_ms)
+	    w->now_ms - c->last_recv_ms >= w->cfg.drain_idle_ms && echo_owes_nothing(c))
 		echo_end_quietly(w, c, CUT_DRAIN_IDLE);
 }
 

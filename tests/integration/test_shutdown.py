@@ -7,8 +7,10 @@ reset.  A second signal cuts at once.  The last log line counts the
 connections drained and cut.
 """
 
+import select
 import signal
 import socket
+import threading
 import time
 import unittest
 
@@ -325,6 +327,75 @@ class ShutdownUnderLoadTest(harness.CheckedTestCase):
         # Cut if its echo fitted its receive buffer, else reset: never both.
         self.assertRegex(d.log_text().splitlines()[-1],
                          "|".join((exiting_re(0, 1), exiting_re(0, 0, reset=1))))
+
+    def test_drain_never_ends_a_client_whose_bytes_wait_unread(self):
+        """A receive starved of buffers leaves the client's bytes in its
+        socket and its receive clock still: such a client is not idle,
+        however short drain_idle_ms. Four busy streams keep the 8 buffers
+        in use; 32 clients then send their whole stream and FIN at once
+        (the kernel's buffers hold it, so nothing depends on their timing)
+        and starve, and SIGTERM comes: every one of the 32 gets all of its
+        stream back, then EOF, and none is reset. (The busy streams may be
+        ended as idle whenever their own thread pauses: they are not
+        checked.)"""
+        n, size = 32, 256 * KiB
+        d = self.start({"buffer_count": 8, "buffer_size": 4096, "max_pending_bytes": 65536,
+                        "drain_idle_ms": 1, "shutdown_timeout_ms": 120000})
+        stop = threading.Event()
+
+        def busy(s):
+            chunk = random_bytes(64 * KiB, seed=7)
+            try:
+                while not stop.is_set():
+                    s.sendall(chunk)
+                    left = len(chunk)
+                    while left:
+                        got = s.recv(left)
+                        if not got:
+                            break
+                        left -= len(got)
+                    if left:
+                        break  # ended as idle
+                s.shutdown(socket.SHUT_WR)
+                while s.recv(1 << 20):
+                    pass
+            except OSError:
+                pass
+
+        hogs = [self.client(d) for _ in range(4)]
+        threads = [threading.Thread(target=busy, args=(h,), daemon=True) for h in hogs]
+        for t in threads:
+            t.start()
+        clients = [self.client(d) for _ in range(n)]
+        data = [random_bytes(size, seed=100 + i) for i in range(n)]
+        for s, p in zip(clients, data):
+            s.sendall(p)  # the kernel's buffers hold it all: it does not wait
+            s.shutdown(socket.SHUT_WR)
+        mark = d.log_mark()
+        d.send_signal(signal.SIGTERM)
+        d.wait_log(SHUTTING_DOWN, start=mark)
+        got = [bytearray() for _ in clients]
+        open_ = {s.fileno(): i for i, s in enumerate(clients)}
+        deadline = time.monotonic() + 120
+        while open_ and time.monotonic() < deadline:
+            ready, _, _ = select.select(list(open_), [], [], 1.0)
+            for fd in ready:
+                i = open_[fd]
+                chunk = clients[i].recv(1 << 20)
+                if chunk:
+                    got[i] += chunk
+                else:
+                    del open_[fd]
+        stop.set()
+        for t in threads:
+            t.join(harness.IO_TIMEOUT)
+        self.assertFalse(open_, "%d clients had no EOF" % len(open_))
+        for i, (g, p) in enumerate(zip(got, data)):
+            assert_same(self, bytes(g), p, "client %d" % i)
+        rc = d.wait_exit()
+        self.assert_no_sanitizer_report(d)
+        self.assertEqual(rc, 0, d.log_text())
+        self.assertRegex(d.last_line(), r" 0 reset$", d.log_text())
 
     def test_cut_lingering_close(self):
         # At the cut a client gets its echo and a FIN. One goes on sending
