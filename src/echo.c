@@ -25,16 +25,13 @@ static struct conn *conn_of(struct worker *w, const struct io_uring_cqe *cqe)
 }
 
 /* Queue a cancel; false when no SQE could be had. */
-static bool submit_cancel(struct worker *w, struct conn *c, uint64_t what, int flags)
+static bool submit_cancel(struct worker *w, struct conn *c, uint64_t what)
 {
 	struct io_uring_sqe *sqe = ring_get_sqe(&w->ring);
 
 	if (!sqe)
 		return false;
-	if (flags & IORING_ASYNC_CANCEL_FD)
-		io_uring_prep_cancel_fd(sqe, c->fd, flags);
-	else
-		io_uring_prep_cancel64(sqe, what, flags);
+	io_uring_prep_cancel64(sqe, what, 0);
 	io_uring_sqe_set_data64(sqe, op_encode(OP_CANCEL, c->id));
 	/* Its completion says nothing the cancelled request's will not. */
 	sqe->flags |= IOSQE_CQE_SKIP_SUCCESS;
@@ -66,7 +63,7 @@ static void stop_recv(struct worker *w, struct conn *c)
 	spill_chain(w, c);
 	if (!(c->flags & CONN_RECV_ARMED) || (c->flags & CONN_CANCELLING))
 		return;
-	if (submit_cancel(w, c, op_encode(OP_RECV, c->id), 0))
+	if (submit_cancel(w, c, op_encode(OP_RECV, c->id)))
 		c->flags |= CONN_CANCELLING;
 }
 
@@ -405,9 +402,14 @@ static void echo_abort(struct worker *w, struct conn *c)
 	list_del(&c->wait);
 	list_del(&c->sending);
 	c->flags &= ~CONN_STARVED;
-	/* Without an SQE, shutting the socket down ends its recv and send. */
-	if ((c->flags & (CONN_RECV_ARMED | CONN_SEND_ARMED)) &&
-	    !submit_cancel(w, c, 0, IORING_ASYNC_CANCEL_FD | IORING_ASYNC_CANCEL_ALL))
+	/* Each request by its user_data, which the kernel finds in a hash: a
+	 * cancel by fd scans every request in the ring, so closing thousands
+	 * at once (a drain, idle timeouts) took quadratic time. Without an
+	 * SQE, shutting the socket down ends its recv and send. */
+	if (((c->flags & CONN_RECV_ARMED) &&
+	     !submit_cancel(w, c, op_encode(OP_RECV, c->id))) ||
+	    ((c->flags & CONN_SEND_ARMED) &&
+	     !submit_cancel(w, c, op_encode(OP_SEND, c->id))))
 		shutdown(c->fd, SHUT_RDWR);
 }
 
@@ -545,6 +547,10 @@ void echo_on_cancel(struct worker *w, const struct io_uring_cqe *cqe)
 
 	if (c && cqe->res < 0 && (c->flags & CONN_RECV_ARMED))
 		c->flags &= ~CONN_CANCELLING;
+	/* Closing, and a request of it could not be cancelled (it was
+	 * running): ending the socket ends it, so that c can be freed. */
+	if (c && cqe->res < 0 && cqe->res != -ENOENT && (c->flags & CONN_CLOSING))
+		shutdown(c->fd, SHUT_RDWR);
 }
 
 void echo_stop(struct worker *w, struct conn *c, bool sends)
@@ -554,10 +560,10 @@ void echo_stop(struct worker *w, struct conn *c, bool sends)
 		return;
 	}
 	if ((c->flags & CONN_RECV_ARMED) && !(c->flags & CONN_CANCELLING) &&
-	    submit_cancel(w, c, op_encode(OP_RECV, c->id), 0))
+	    submit_cancel(w, c, op_encode(OP_RECV, c->id)))
 		c->flags |= CONN_CANCELLING;
 	if (sends && (c->flags & CONN_SEND_ARMED))
-		submit_cancel(w, c, op_encode(OP_SEND, c->id), 0);
+		submit_cancel(w, c, op_encode(OP_SEND, c->id));
 }
 
 int echo_adopt(struct worker *w, int fd, const char *bytes, uint32_t len,
