@@ -41,6 +41,7 @@ enum conn_flag {
 	CONN_REFUSED = 1 << 10,	  /* over a limit: EOF at once, input discarded */
 	CONN_QUIET = 1 << 11,	  /* owes nothing: empty the socket, then close */
 	CONN_OUTQ_SAMPLED = 1 << 12, /* outq_sample holds the send queue's length */
+	CONN_RECV_LIMITED = 1 << 13, /* the armed recv has a byte limit (echo.c) */
 };
 
 /* Why a connection was told to finish, for the shutdown's last log line. */

@@ -78,6 +78,18 @@ static void submit_recv(struct worker *w, struct conn *c)
 	io_uring_prep_recv_multishot(sqe, c->fd, NULL, 0, 0);
 	sqe->flags |= IOSQE_BUFFER_SELECT;
 	sqe->buf_group = BUFRING_GROUP_ID;
+	/* Linux 6.17's total limit for a multishot receive (sqe->optlen,
+	 * which liburing 2.3 knows as file_index): it ends, without
+	 * IORING_CQE_F_MORE, once that much came in. Without it the kernel
+	 * goes on filling buffers from a fast sender's socket until the cancel
+	 * of backpressure is seen, megabytes past max_pending_bytes; with it,
+	 * at most one buffer past. A cut connection reads to discard. */
+	c->flags &= ~CONN_RECV_LIMITED;
+	if (w->recv_limit && !(c->flags & CONN_NO_RECV) &&
+	    conn_pending(c) < w->cfg.max_pending_bytes) {
+		sqe->file_index = (uint32_t)(w->cfg.max_pending_bytes - conn_pending(c));
+		c->flags |= CONN_RECV_LIMITED;
+	}
 	io_uring_sqe_set_data64(sqe, op_encode(OP_RECV, c->id));
 	c->flags |= CONN_RECV_ARMED;
 }
@@ -302,7 +314,16 @@ void echo_on_recv(struct worker *w, const struct io_uring_cqe *cqe)
 		c->flags |= CONN_READ_EOF;
 	else if (res == -ENOBUFS)
 		starve(w, c);
-	else if (res != -ECANCELED) {
+	else if (res == -EINVAL && (c->flags & CONN_RECV_LIMITED)) {
+		/* A kernel before 6.17 refuses the limit: receive without it
+		 * (conn_settle re-arms). */
+		if (w->recv_limit)
+			log_info("this kernel has no byte limit for a multishot "
+				 "receive (Linux 6.17): a client that does not read "
+				 "may have more than max_pending_bytes received for "
+				 "it, up to what its socket held");
+		w->recv_limit = false;
+	} else if (res != -ECANCELED) {
 		log_debug("connection %llu: recv: %s", (unsigned long long)c->id,
 			  strerror(-res));
 		echo_abort(w, c);

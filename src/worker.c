@@ -269,6 +269,7 @@ int worker_init(struct worker *w, struct server *srv, unsigned index,
 	w->cfg = *cfg;
 	w->ring.uring.ring_fd = -1;
 	w->next_conn_id = index + 1;
+	w->recv_limit = true; /* until the kernel says it has none */
 	w->now_ms = worker_clock_ms();
 	accept_init(&w->acc);
 	udp_init(&w->udp);

@@ -61,8 +61,9 @@ struct worker {
 	enum worker_state state;
 	struct __kernel_timespec tick_ts; /* the in-flight timer reads it */
 	bool tick_armed;
-	bool ticked; /* the first tick has come */
-	bool broken; /* io_uring_enter failed: the ring takes nothing more */
+	bool ticked;	 /* the first tick has come */
+	bool broken;	 /* io_uring_enter failed: the ring takes nothing more */
+	bool recv_limit; /* receives are armed with a byte limit (echo.c) */
 	/* A live upgrade (upgrade.c): */
 	bool quiescing;		      /* no accepts, no receives */
 	bool sends_stopped;	      /* ... no new sends; those in flight finish */

@@ -116,6 +116,51 @@ class ShortSendTest(harness.DaemonTestCase):
 class StalledReaderTest(harness.CheckedTestCase):
     """Clients with tiny receive buffers stall the daemon's sends to them."""
 
+    def test_held_echo_stays_within_max_pending_bytes(self):
+        """Four clients that never read, sending as fast as the daemon takes
+        it: what the daemon holds for each (read from the client, not yet in
+        its socket's send queue) stays within max_pending_bytes and one
+        buffer. Without a byte limit on the multishot receive the kernel kept
+        filling buffers until the cancel was seen: 1 to 5 MiB each."""
+        d = self.start({})
+        clients = [self.client(d) for _ in range(4)]
+        sent = [b""] * 4
+
+        def fill(i):
+            sent[i] = fill_until_paused(clients[i], seed=20 + i)
+
+        threads = [threading.Thread(target=fill, args=(i,)) for i in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        limit = 262144 + 16384  # the defaults: max_pending_bytes, buffer_size
+        for i, c in enumerate(clients):
+            me, peer = c.getsockname()[:2], c.getpeername()[:2]
+            deadline = time.monotonic() + harness.IO_TIMEOUT
+            while True:  # the four queues, read twice to be sure they are still
+                q = (harness.tcp_queues(me, peer), harness.tcp_queues(peer, me))
+                if q == (harness.tcp_queues(me, peer), harness.tcp_queues(peer, me)) \
+                        and None not in q:
+                    break
+                if time.monotonic() > deadline:
+                    d.fail("client %d: its queues never kept still" % i)
+            (ctx, crx), (dtx, drx) = q
+            held = len(sent[i]) - ctx - drx - dtx - crx
+            self.assertLessEqual(held, limit, "client %d: the daemon holds %d bytes "
+                                 "(queues %s)" % (i, held, q))
+        for i, c in enumerate(clients):  # and every byte comes back
+            c.setblocking(True)
+            c.settimeout(harness.IO_TIMEOUT)
+            got = bytearray()
+            while len(got) < len(sent[i]):
+                b = c.recv(1 << 20)
+                if not b:
+                    d.fail("client %d: EOF after %d of %d bytes" % (i, len(got), len(sent[i])))
+                got += b
+            assert_same(self, bytes(got), sent[i], "client %d" % i)
+        self.stop_clean(d)
+
     def test_reader_stops_then_resumes(self):
         # Each round the client sends until the daemon stops reading it: its
         # send is stalled, buffers wait in the chain (16 at most), the queue
