@@ -94,9 +94,9 @@ static void test_errors(void)
 	CHECK(load_text("backlog = 0x100000001;\n", &cfg, &errs) == -EINVAL);
 	CHECK(error_says(&errs, "'backlog' = 4294967297 is out of range", NULL));
 	CHECK(load_text("backlog = 99999999999999999999999;\n", &cfg, &errs) == -EINVAL);
-	CHECK(error_says(&errs,
-			 "'backlog' is out of range (1..65535): the number does not fit",
-			 NULL));
+	CHECK(error_says(
+	    &errs, "'backlog' is out of range (1..65535): the number is far too large",
+	    NULL));
 	{
 		FILE *f;
 		strcpy(path, "/tmp/ringecho-test-XXXXXX");
@@ -132,7 +132,7 @@ static void test_addresses(void)
 {
 	struct listen_addr a;
 	const char *good[] = {"0.0.0.0:7",    "127.0.0.1:65535", "[::]:7",
-			      "[::1]:0",      "[fe80::1:2]:80",	 "[fe80::1%lo]:7",
+			      "[::1]:0",      "[fe80::1%lo]:80", "[fe80::1%lo]:7",
 			      "[fe80::1%1]:7"};
 	const char *bad[] = {"",
 			     ":7",
@@ -155,8 +155,45 @@ static void test_addresses(void)
 	CHECK(config_parse_addr("[::ffff:127.0.0.1]:7", &a) == -EAFNOSUPPORT);
 	CHECK(config_parse_addr("[fe80::1%no-such-if0]:7", &a) == -ENODEV);
 	CHECK(config_parse_addr("[fe80::1%]:7", &a) == -EINVAL);
+	/* A link-local address names its link; a numeric one must exist. */
+	CHECK(config_parse_addr("[fe80::1:2]:80", &a) == -EDESTADDRREQ);
+	CHECK(config_parse_addr("[fe80::1%4294967000]:7", &a) == -ENODEV);
 	CHECK(config_parse_addr("[fe80::1%lo]:7", &a) == 0 &&
 	      ((struct sockaddr_in6 *)&a.ss)->sin6_scope_id != 0);
+}
+
+/* Addresses that could not all be listened on, decided without binding. */
+static void test_address_clashes(void)
+{
+	static const struct {
+		const char *a, *b;
+		bool dgram;
+		bool clash;
+	} cases[] = {
+	    {"127.0.0.1:7", "127.0.0.1:7", false, true},
+	    {"127.0.0.1:7", "127.0.0.1:007", true, true},
+	    {"0.0.0.0:7", "127.0.0.1:7", false, true},
+	    {"127.0.0.2:7", "0.0.0.0:7", true, true},
+	    {"[::]:7", "[::1]:7", false, true},
+	    {"[::]:7", "0.0.0.0:7", false, false}, /* IPV6_V6ONLY */
+	    {"0.0.0.0:7", "127.0.0.1:8", false, false},
+	    {"127.0.0.1:0", "127.0.0.1:0", false, false}, /* two free ports */
+	    {"127.0.0.1:7", "127.0.0.2:7", false, false},
+	};
+	struct listen_addr v[2];
+	char why[160];
+
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		CHECK(config_parse_addr(cases[i].a, &v[0]) == 0);
+		CHECK(config_parse_addr(cases[i].b, &v[1]) == 0);
+		CHECK(config_addr_clash(v, 0, cases[i].dgram, why, sizeof(why)) == 0);
+		CHECK((config_addr_clash(v, 1, cases[i].dgram, why, sizeof(why)) < 0) ==
+		      cases[i].clash);
+	}
+	CHECK(config_parse_addr("224.0.0.1:7", &v[0]) == 0);
+	CHECK(config_addr_clash(v, 0, false, why, sizeof(why)) < 0 &&
+	      strstr(why, "multicast"));
+	CHECK(config_addr_clash(v, 0, true, why, sizeof(why)) == 0);
 }
 
 /* The example config spells out every key with its default. */
@@ -183,5 +220,6 @@ int main(void)
 	test_defaults_and_values();
 	test_errors();
 	test_addresses();
+	test_address_clashes();
 	return check_done("config");
 }
