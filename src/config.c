@@ -284,6 +284,7 @@ static int set_listen(struct config *cfg, const struct key_spec *k,
 		const config_setting_t *e = config_setting_get_elem(s, i);
 		const char *text = config_setting_get_string(e);
 
+		memset(&list->v[i], 0, sizeof(list->v[i])); /* len 0: none */
 		if (!text) {
 			add_error(errs, ct, e, "'%s' entries must be strings", k->name);
 			bad = -EINVAL;

@@ -114,15 +114,17 @@ int config_undump(struct config *cfg, const char *text, size_t len);
 /* Parse "A.B.C.D:PORT", "[V6]:PORT" or "[V6%IFACE]:PORT" (a scoped
  * link-local address). 0, or -EINVAL (syntax), -EAFNOSUPPORT (an
  * IPv4-mapped IPv6 address, which an IPv6-only socket cannot bind),
- * -ENODEV (no such interface) or -EDESTADDRREQ (a link-local address
- * without one); config_addr_error() says which in words. */
+ * -ENODEV (no such interface), -EDESTADDRREQ (a link-local address
+ * without one) or -EBADSLT (an interface on an address that is not
+ * link-local); config_addr_error() says which in words. */
 int config_parse_addr(const char *text, struct listen_addr *out);
 const char *config_addr_error(int err);
 /* Can v[i] be listened on beside v[0..i-1] (TCP unless dgram)? 0, or
  * -EINVAL with why saying what is wrong, to follow the address in a
  * message: listed twice, overlapping a wildcard address on the same port
  * (which would fail with EADDRINUSE at start-up), or a multicast address
- * for TCP. */
+ * for TCP. An entry with len 0 (one that did not parse) clashes with
+ * nothing. */
 int config_addr_clash(const struct listen_addr *v, unsigned i, bool dgram, char *why,
 		      size_t len);
 unsigned listen_addr_port(const struct listen_addr *a);

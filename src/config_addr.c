@@ -70,6 +70,11 @@ static int parse_host(const char *host, size_t len, struct listen_addr *out)
 			return -EAFNOSUPPORT;
 		in6->sin6_family = AF_INET6;
 		out->len = sizeof(*in6);
+		/* Only a link-local address has a link to name: elsewhere the
+		 * kernel ignores a scope, which would hide a clash. */
+		if (scope && !IN6_IS_ADDR_LINKLOCAL(&in6->sin6_addr) &&
+		    !IN6_IS_ADDR_MC_LINKLOCAL(&in6->sin6_addr))
+			return -EBADSLT;
 		if (scope)
 			return parse_scope(scope, in6);
 		/* The kernel cannot tell which link is meant. */
@@ -109,6 +114,8 @@ const char *config_addr_error(int err)
 		       "A.B.C.D:PORT";
 	case -ENODEV:
 		return "no such network interface after '%'";
+	case -EBADSLT:
+		return "only a link-local address (fe80::/10) takes %IFACE";
 	case -EDESTADDRREQ:
 		return "a link-local address needs its interface: [fe80::...%IFACE]:PORT";
 	default:
@@ -150,6 +157,8 @@ int config_addr_clash(const struct listen_addr *v, unsigned i, bool dgram, char 
 			 "connections");
 		return -EINVAL;
 	}
+	if (!a->len)
+		return 0; /* not an address: said already */
 	for (unsigned j = 0; j < i; j++) {
 		const struct listen_addr *b = &v[j];
 

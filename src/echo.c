@@ -568,9 +568,11 @@ void echo_on_cancel(struct worker *w, const struct io_uring_cqe *cqe)
 
 	if (c && cqe->res < 0 && (c->flags & CONN_RECV_ARMED))
 		c->flags &= ~CONN_CANCELLING;
-	/* Closing, and a request of it could not be cancelled (it was
-	 * running): ending the socket ends it, so that c can be freed. */
-	if (c && cqe->res < 0 && cqe->res != -ENOENT && (c->flags & CONN_CLOSING))
+	/* Closing, and a request of it was not cancelled (it was running, or
+	 * had just ended): ending the socket ends it, so that c can be freed
+	 * (harmless when its last completion is already on the way). */
+	if (c && cqe->res < 0 && (c->flags & CONN_CLOSING) &&
+	    (c->flags & (CONN_RECV_ARMED | CONN_SEND_ARMED)))
 		shutdown(c->fd, SHUT_RDWR);
 }
 

@@ -125,7 +125,7 @@ static int parse_args(int argc, char **argv, struct config_cli *o, bool *test_on
 
 	opterr = 0;
 	for (int at = optind;
-	     (ch = getopt_long(argc, argv, ":c:l:u:tvVh", longopts, NULL)) != -1;
+	     (ch = getopt_long(argc, argv, "+:c:l:u:tvVh", longopts, NULL)) != -1;
 	     at = optind) {
 		switch (ch) {
 		case 'c':

@@ -89,30 +89,54 @@ void reload_check_systemd_listen(const struct server *s, const struct config *cf
 	check_kind(s, &cfg->listen_udp, true, "listen_udp");
 }
 
-/* Bind what next lists of one kind and is not open yet. */
-static unsigned open_new(struct server *s, const struct addr_list *list, bool dgram,
-			 const struct config *next, char *problem, size_t len,
-			 unsigned failed)
+/* Open one configured address and have the loops serve it. 0 or -errno. */
+static int open_one(struct server *s, const struct listen_addr *a, bool dgram,
+		    const struct config *next)
+{
+	struct listener *l;
+	int err = listeners_add(&s->listeners, a, dgram, next, &l);
+
+	if (err == 0 && (err = server_add_listener(s, l)) < 0)
+		server_close_listener(s, l); /* no UDP buffers: undo */
+	return err;
+}
+
+/* Log why a could not be listened on; the first one goes into problem. */
+static void report(const struct listen_addr *a, bool dgram, int err, char *problem,
+		   size_t len, unsigned *failed)
 {
 	char why[RELOAD_PROBLEM_LEN];
 
-	for (unsigned i = 0; i < list->n; i++) {
-		struct listener *l;
-		int err;
+	listener_explain(why, sizeof(why), a, dgram, err);
+	log_warn("reload: %s", why);
+	if ((*failed)++ == 0)
+		snprintf(problem, len, "%s", why);
+}
 
-		if (listeners_have(&s->listeners, &list->v[i], dgram))
+/* A listener of the kind that list no longer names (systemd's stay). */
+static bool removed(const struct listener *l, const struct addr_list *list, bool dgram)
+{
+	return l->dgram == dgram && !l->inherited && !listen_addr_in(&l->want, list);
+}
+
+/* Would a listener about to be removed keep a from being bound (the same
+ * address and port, or a wildcard on the port)? */
+static bool blocked_by_removed(const struct server *s, const struct addr_list *list,
+			       bool dgram, const struct listen_addr *a)
+{
+	char why[160];
+
+	for (unsigned i = 0; i < s->listeners.n; i++) {
+		const struct listener *l = &s->listeners.v[i];
+		struct listen_addr v[2] = {{.len = l->want.len}, *a};
+
+		if (!removed(l, list, dgram))
 			continue;
-		err = listeners_add(&s->listeners, &list->v[i], dgram, next, &l);
-		if (err == 0 && (err = server_add_listener(s, l)) < 0)
-			server_close_listener(s, l); /* no UDP buffers: undo */
-		if (err == 0)
-			continue;
-		listener_explain(why, sizeof(why), &list->v[i], dgram, err);
-		log_warn("reload: %s", why);
-		if (failed++ == 0)
-			snprintf(problem, len, "%s", why);
+		memcpy(&v[0].ss, &l->bound, l->want.len);
+		if (config_addr_clash(v, 1, true, why, sizeof(why)) < 0)
+			return true;
 	}
-	return failed;
+	return false;
 }
 
 /* Listeners a reload closed: as configured, and the address they were
@@ -133,7 +157,7 @@ static void close_removed(struct server *s, const struct addr_list *list, bool d
 	for (unsigned i = 0; i < s->listeners.n;) {
 		struct listener *l = &s->listeners.v[i];
 
-		if (l->dgram != dgram || l->inherited || listen_addr_in(&l->want, list)) {
+		if (!removed(l, list, dgram)) {
 			i++;
 			continue;
 		}
@@ -146,11 +170,43 @@ static void close_removed(struct server *s, const struct addr_list *list, bool d
 	}
 }
 
-/* Not one of list's addresses could be opened, though closed ones served
- * before: a reload that cannot listen where it was told to must not leave
- * the daemon listening nowhere, so listen there again and keep them. */
-static void keep_closed(struct server *s, struct addr_list *list, bool dgram,
-			const struct config *next, const struct closed *closed)
+static const char *key_of(bool dgram)
+{
+	return dgram ? "listen_udp" : "listen";
+}
+
+/* Not one of list's addresses could be opened: keep the listeners it
+ * would remove, untouched (their backlogs too), and make list theirs, so
+ * that a reload never leaves the daemon listening nowhere. False when
+ * there are none. */
+static bool keep_removed(struct server *s, struct addr_list *list, bool dgram)
+{
+	const char *names[CONFIG_MAX_LISTEN];
+	struct addr_list kept = {.set = list->set};
+	char joined[512];
+
+	for (unsigned i = 0; i < s->listeners.n && kept.n < CONFIG_MAX_LISTEN; i++) {
+		const struct listener *l = &s->listeners.v[i];
+
+		if (removed(l, list, dgram)) {
+			names[kept.n] = l->name;
+			kept.v[kept.n++] = l->want;
+		}
+	}
+	if (!kept.n)
+		return false;
+	join_addrs(joined, sizeof(joined), names, kept.n);
+	log_warn("reload: no address in '%s' could be listened on; keeping the old "
+		 "one%s: %s",
+		 key_of(dgram), kept.n == 1 ? "" : "s", joined);
+	*list = kept;
+	return true;
+}
+
+/* The last resort: the old listeners were closed for addresses that then
+ * could not be bound either. Listen on the old addresses again. */
+static void reopen_closed(struct server *s, struct addr_list *list, bool dgram,
+			  const struct config *next, const struct closed *closed)
 {
 	const char *names[CONFIG_MAX_LISTEN];
 	char joined[512];
@@ -160,7 +216,6 @@ static void keep_closed(struct server *s, struct addr_list *list, bool dgram,
 		return;
 	for (unsigned i = 0; i < closed->n; i++) {
 		struct listener *l;
-		char why[RELOAD_PROBLEM_LEN];
 		int err = listeners_add(&s->listeners, &closed->v[i].at, dgram, next, &l);
 
 		if (err == 0) {
@@ -171,40 +226,66 @@ static void keep_closed(struct server *s, struct addr_list *list, bool dgram,
 		if (err == 0) {
 			names[kept.n] = l->name;
 			kept.v[kept.n++] = closed->v[i].want;
-			continue;
+		} else {
+			char why[RELOAD_PROBLEM_LEN];
+			listener_explain(why, sizeof(why), &closed->v[i].at, dgram, err);
+			log_warn("reload: %s", why);
 		}
-		listener_explain(why, sizeof(why), &closed->v[i].at, dgram, err);
-		log_warn("reload: %s", why);
 	}
 	if (!kept.n)
 		return;
 	join_addrs(joined, sizeof(joined), names, kept.n);
 	log_warn("reload: no address in '%s' could be listened on; listening on the "
 		 "old one%s again: %s",
-		 dgram ? "listen_udp" : "listen", kept.n == 1 ? "" : "s", joined);
+		 key_of(dgram), kept.n == 1 ? "" : "s", joined);
 	*list = kept;
 }
 
-/* One kind of address: close what list no longer names, open what it
- * adds, keep the rest (and their connections). */
+/* One kind of address. The new ones are opened first, while the old ones
+ * still listen; one that only an old listener keeps from being bound waits
+ * until the old ones are closed. Unchanged ones keep their connections. */
 static unsigned reconcile_kind(struct server *s, struct addr_list *list, bool dgram,
 			       const struct config *next, char *problem, size_t len,
 			       unsigned failed)
 {
-	struct closed *closed = malloc(sizeof(*closed));
-	unsigned now;
+	bool later[CONFIG_MAX_LISTEN] = {false};
+	unsigned open = 0, nlater = 0, before = failed;
+	struct closed *closed;
 
-	if (!closed) {
-		log_warn("reload: out of memory; the addresses of '%s' are unchanged",
-			 dgram ? "listen_udp" : "listen");
-		return failed + 1;
+	for (unsigned i = 0; i < list->n; i++) {
+		int err;
+
+		if (listeners_have(&s->listeners, &list->v[i], dgram)) {
+			open++;
+			continue;
+		}
+		err = open_one(s, &list->v[i], dgram, next);
+		if (err == 0)
+			open++;
+		else if (err == -EADDRINUSE &&
+			 blocked_by_removed(s, list, dgram, &list->v[i]))
+			nlater += later[i] = true;
+		else
+			report(&list->v[i], dgram, err, problem, len, &failed);
+	}
+	if (list->n && !open && !nlater && keep_removed(s, list, dgram))
+		return failed;
+	if (!(closed = malloc(sizeof(*closed)))) {
+		log_warn("reload: out of memory; the old addresses of '%s' stay open",
+			 key_of(dgram));
+		return failed + nlater;
 	}
 	close_removed(s, list, dgram, closed);
-	now = open_new(s, list, dgram, next, problem, len, failed);
-	if (now > failed)
-		keep_closed(s, list, dgram, next, closed);
+	for (unsigned i = 0; i < list->n; i++) {
+		int err = later[i] ? open_one(s, &list->v[i], dgram, next) : 0;
+
+		if (err < 0)
+			report(&list->v[i], dgram, err, problem, len, &failed);
+	}
+	if (failed > before)
+		reopen_closed(s, list, dgram, next, closed);
 	free(closed);
-	return now;
+	return failed;
 }
 
 /* Sockets from systemd are never touched. Returns how many addresses could

@@ -175,7 +175,7 @@ class ReloadBindFailureTest(CheckedTestCase):
     def test_moving_to_an_unbindable_address_keeps_the_old_one(self):
         """A reload that moves `listen` (and `listen_udp`) wholly to addresses
         that cannot be bound does not leave the daemon listening nowhere: the
-        old addresses are listened on again and the failure is reported."""
+        old sockets are kept, untouched, and the failure is reported."""
         port, uport = free_port(), udp_free_port()
         taken, utaken = socket.socket(), socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self.addCleanup(taken.close)
@@ -193,10 +193,12 @@ class ReloadBindFailureTest(CheckedTestCase):
                       "listen_udp": ["127.0.0.1:%d" % ubusy]}, path=d.conf)
         mark = d.log_mark()
         d.send_signal(signal.SIGHUP)
-        d.wait_log(r"^<4>reload: no address in 'listen' could be listened on; listening "
-                   r"on the old one again: 127\.0\.0\.1:%d$" % port, start=mark)
+        d.wait_log(r"^<4>reload: no address in 'listen' could be listened on; keeping "
+                   r"the old one: 127\.0\.0\.1:%d$" % port, start=mark)
         d.wait_log(r"^<4>reload: no address in 'listen_udp' could be listened on; "
-                   r"listening on the old one again: 127\.0\.0\.1:%d$" % uport, start=mark)
+                   r"keeping the old one: 127\.0\.0\.1:%d$" % uport, start=mark)
+        # Kept, not closed and opened again: nothing about them was logged.
+        self.assertFalse(d.find_log(r"stopped listening|^<5>listening on", start=mark))
         d.wait_log(r"^<4>reloaded configuration from .*, but 2 addresses could not be "
                    r"listened on", start=mark)
         status = self.notify.wait_status(r"last reload incomplete")
@@ -217,6 +219,27 @@ class ReloadBindFailureTest(CheckedTestCase):
         self.addCleanup(s2.close)
         self.assertEqual(harness.echo_roundtrip(s2, b"moved"), b"moved")
         self.assertEqual(udp_roundtrip(("127.0.0.1", ubusy), b"moved"), b"moved")
+        self.stop_clean(d)
+
+    def test_wildcard_replaces_specific_address_on_its_port(self):
+        """127.0.0.1:P -> 0.0.0.0:P -> 127.0.0.1:P: each new address can be
+        bound only once the old one is closed, and each reload applies in
+        full; the connection made before keeps being served."""
+        port = free_port()
+        env = dict(os.environ, NOTIFY_SOCKET=self.notify.path)
+        d = self.start({"listen": ["127.0.0.1:%d" % port]}, port=port, env=env)
+        old = self.client(d)
+        for host in ("0.0.0.0", "127.0.0.1"):
+            write_config({"listen": ["%s:%d" % (host, port)]}, path=d.conf)
+            mark = d.log_mark()
+            d.send_signal(signal.SIGHUP)
+            d.wait_log(RELOADED, start=mark)
+            d.wait_log(r"^<5>listening on %s:%d$" % (re.escape(host), port), start=mark)
+            s = harness.connect("127.0.0.1", port)
+            self.assertEqual(harness.echo_roundtrip(s, host.encode()), host.encode())
+            s.close()
+            self.assertEqual(harness.echo_roundtrip(old, b"old"), b"old")
+        self.assertNotIn("incomplete", self.notify.wait_status(r"^1 connection"))
         self.stop_clean(d)
 
 

@@ -209,7 +209,7 @@ class SmallPoolTest(CheckedTestCase):
         # Each buffer that comes back re-arms one receive, not all of them:
         # failed receives stay within a small multiple of the messages.
         d = self.start({"buffer_count": 8, "buffer_size": 4096,
-                        "max_pending_bytes": 8192})
+                        "max_pending_bytes": 65536})
         socks = [self.client(d) for _ in range(64)]
         payloads = [harness.random_bytes(256 * KiB, seed=i) for i in range(64)]
         got = harness.duplex(socks, payloads, timeout=120)

@@ -129,6 +129,8 @@ class CheckConfigTest(unittest.TestCase):
             (["[fe80::1%4294967000]:7001"], "listen", "no such network interface"),
             (["224.0.0.1:7001"], "listen", "is a multicast address, which cannot take TCP"),
             (["[ff02::1%lo]:7001"], "listen", "is a multicast address"),
+            (["[::1%lo]:7001", "[::1]:7001"], "listen",
+             "only a link-local address (fe80::/10) takes %IFACE"),
             (["0.0.0.0:7001", "127.0.0.1:7001"], "listen_udp", "cannot both be listened on"),
         ]
         for addrs, key, why in cases:
@@ -143,6 +145,13 @@ class CheckConfigTest(unittest.TestCase):
                 r = run_daemon(args + ["-t", "-c", path], journal=False)
                 self.assertEqual(r.returncode, EX_USAGE, r.stderr)
                 self.assertIn(why, r.stderr)
+        # An entry that does not parse is one error, not a clash with
+        # whatever its slot held.
+        path = write_config('listen = ("bogus", "0.0.0.0:7777", "127.0.0.1:7778");\n')
+        self.addCleanup(os.unlink, path)
+        r = run_daemon(["-t", "-c", path], journal=False)
+        self.assertEqual(r.returncode, EX_CONFIG)
+        self.assertEqual(r.stderr.splitlines()[-1], "ringechod: error: 1 error in %s" % path)
         # Apart: the same port on two families, port 0 twice, UDP and TCP.
         path = write_config({"listen": ["[::]:7001", "0.0.0.0:7001", "127.0.0.1:0",
                                         "127.0.0.1:0"],

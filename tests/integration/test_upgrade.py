@@ -641,8 +641,8 @@ class ProgramFileTest(UpgradeTestCase):
     def test_listen_that_cannot_be_bound_at_upgrade(self):
         """The config moved `listen` to a port in use when the upgrade comes
         (-t cannot know): as a reload would, the new program says why and
-        listens on the carried-over address again, at its real port; fixing
-        the file and reloading moves it."""
+        keeps the carried-over listener; fixing the file and reloading moves
+        it."""
         blocker = socket.socket()
         self.addCleanup(blocker.close)
         blocker.bind(("127.0.0.1", 0))
@@ -655,8 +655,8 @@ class ProgramFileTest(UpgradeTestCase):
         harness.write_config({"listen": ["127.0.0.1:%d" % busy]}, path=d.conf)
         self.upgrade(d)
         d.wait_log(r"^<4>reload: cannot listen on 127\.0\.0\.1:%d: " % busy)
-        d.wait_log(r"^<4>reload: no address in 'listen' could be listened on; listening "
-                   r"on the old one again: 127\.0\.0\.1:%d$" % d.port)
+        d.wait_log(r"^<4>reload: no address in 'listen' could be listened on; keeping "
+                   r"the old one: 127\.0\.0\.1:%d$" % d.port)
         for i, c in enumerate(clients):
             self.assert_echo(c, b"after %d" % i, d)
         again = self.client(d)

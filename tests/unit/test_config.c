@@ -158,6 +158,7 @@ static void test_addresses(void)
 	/* A link-local address names its link; a numeric one must exist. */
 	CHECK(config_parse_addr("[fe80::1:2]:80", &a) == -EDESTADDRREQ);
 	CHECK(config_parse_addr("[fe80::1%4294967000]:7", &a) == -ENODEV);
+	CHECK(config_parse_addr("[::1%lo]:7", &a) == -EBADSLT);
 	CHECK(config_parse_addr("[fe80::1%lo]:7", &a) == 0 &&
 	      ((struct sockaddr_in6 *)&a.ss)->sin6_scope_id != 0);
 }
