@@ -101,7 +101,7 @@ int config_resolve(struct config *cfg, const struct config_cli *cli, bool at_sta
 /* The longest line config_dump() writes (a full list of addresses), and
  * room for all it writes (two such lists and a short line per other key). */
 #define CONFIG_DUMP_LINE (32 + CONFIG_MAX_LISTEN * CONFIG_ADDR_TEXT)
-#define CONFIG_DUMP_LEN  (3 * CONFIG_DUMP_LINE)
+#define CONFIG_DUMP_LEN	 (3 * CONFIG_DUMP_LINE)
 
 /* The settings as "key=value" lines, for the state a live upgrade hands
  * over. Returns the length written: len when it did not fit, which cannot
@@ -128,5 +128,7 @@ const char *config_addr_error(int err);
 int config_addr_clash(const struct listen_addr *v, unsigned i, bool dgram, char *why,
 		      size_t len);
 unsigned listen_addr_port(const struct listen_addr *a);
+/* The same address and port (a parsed address; len 0 equals nothing). */
+bool listen_addr_equal(const struct listen_addr *a, const struct listen_addr *b);
 
 #endif

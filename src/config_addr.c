@@ -130,6 +130,11 @@ unsigned listen_addr_port(const struct listen_addr *a)
 	return ntohs(((const struct sockaddr_in *)&a->ss)->sin_port);
 }
 
+bool listen_addr_equal(const struct listen_addr *a, const struct listen_addr *b)
+{
+	return a->len && a->len == b->len && memcmp(&a->ss, &b->ss, a->len) == 0;
+}
+
 static bool is_wildcard(const struct listen_addr *a)
 {
 	if (a->ss.ss_family == AF_INET6)
@@ -166,7 +171,7 @@ int config_addr_clash(const struct listen_addr *v, unsigned i, bool dgram, char 
 		if (b->ss.ss_family != a->ss.ss_family || listen_addr_port(a) == 0 ||
 		    listen_addr_port(a) != listen_addr_port(b))
 			continue;
-		if (b->len == a->len && memcmp(&b->ss, &a->ss, a->len) == 0) {
+		if (listen_addr_equal(a, b)) {
 			snprintf(why, len, "is listed twice");
 			return -EINVAL;
 		}

@@ -42,11 +42,8 @@ int lifecycle_block_signals(void)
 int lifecycle_init(struct server *s)
 {
 	sigset_t set;
-	int err = lifecycle_block_signals();
 
-	if (err < 0)
-		return err;
-	signal_set(&set);
+	signal_set(&set); /* blocked since main() began */
 	/* Non-blocking: the ring only polls it; the loop reads it itself. */
 	s->sigfd = signalfd(-1, &set, SFD_CLOEXEC | SFD_NONBLOCK);
 	return s->sigfd < 0 ? -errno : 0;

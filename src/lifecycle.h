@@ -15,7 +15,7 @@ struct worker;
  * a start: one that comes while the configuration is read waits for the
  * loop instead of killing the daemon. 0 or -errno. */
 int lifecycle_block_signals(void);
-/* lifecycle_block_signals(), then open the signalfd. 0 or -errno. */
+/* Open the signalfd for them (after lifecycle_block_signals()). 0 or -errno. */
 int lifecycle_init(struct server *s);
 void lifecycle_deinit(struct server *s);
 /* Queue a poll of the signalfd on w's ring; the loop reads the signals. */

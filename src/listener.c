@@ -274,11 +274,6 @@ struct listener *listeners_find(struct listeners *ls, uint64_t id)
 	return NULL;
 }
 
-bool listen_addr_equal(const struct listen_addr *a, const struct listen_addr *b)
-{
-	return a->len && a->len == b->len && memcmp(&a->ss, &b->ss, a->len) == 0;
-}
-
 bool listeners_have(const struct listeners *ls, const struct listen_addr *a, bool dgram)
 {
 	for (unsigned i = 0; i < ls->n; i++)

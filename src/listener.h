@@ -62,8 +62,6 @@ void listeners_remove(struct listeners *ls, struct listener *l);
 struct listener *listeners_find(struct listeners *ls, uint64_t id);
 void listeners_close_all(struct listeners *ls);
 
-/* Same configured address (family, host, port)? */
-bool listen_addr_equal(const struct listen_addr *a, const struct listen_addr *b);
 /* Is a (as configured) among list? */
 bool listen_addr_in(const struct listen_addr *a, const struct addr_list *list);
 /* Do a and b hold the same addresses (in any order)? */

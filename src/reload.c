@@ -89,19 +89,19 @@ void reload_check_systemd_listen(const struct server *s, const struct config *cf
 	check_kind(s, &cfg->listen_udp, true, "listen_udp");
 }
 
-/* Open one configured address and have the loops serve it. 0 or -errno. */
+/* Open one address and have the loops serve it: 0 and *out, or -errno. */
 static int open_one(struct server *s, const struct listen_addr *a, bool dgram,
-		    const struct config *next)
+		    const struct config *next, struct listener **out)
 {
-	struct listener *l;
-	int err = listeners_add(&s->listeners, a, dgram, next, &l);
+	int err = listeners_add(&s->listeners, a, dgram, next, out);
 
-	if (err == 0 && (err = server_add_listener(s, l)) < 0)
-		server_close_listener(s, l); /* no UDP buffers: undo */
+	if (err == 0 && (err = server_add_listener(s, *out)) < 0)
+		server_close_listener(s, *out); /* no UDP buffers: undo */
 	return err;
 }
 
-/* Log why a could not be listened on; the first one goes into problem. */
+/* Log why a could not be listened on; the first one counted goes into
+ * problem (failed NULL: only logged). */
 static void report(const struct listen_addr *a, bool dgram, int err, char *problem,
 		   size_t len, unsigned *failed)
 {
@@ -109,7 +109,7 @@ static void report(const struct listen_addr *a, bool dgram, int err, char *probl
 
 	listener_explain(why, sizeof(why), a, dgram, err);
 	log_warn("reload: %s", why);
-	if ((*failed)++ == 0)
+	if (failed && (*failed)++ == 0)
 		snprintf(problem, len, "%s", why);
 }
 
@@ -175,15 +175,28 @@ static const char *key_of(bool dgram)
 	return dgram ? "listen_udp" : "listen";
 }
 
+/* Not one of list's addresses could be opened: serve the old ones in
+ * kept instead (names: as bound), and say so. */
+static void fall_back(struct addr_list *list, const struct addr_list *kept,
+		      const char *const *names, bool dgram, bool reopened)
+{
+	char joined[512];
+
+	join_addrs(joined, sizeof(joined), names, kept->n);
+	log_warn(
+	    "reload: no address in '%s' could be listened on; %s the old one%s%s: %s",
+	    key_of(dgram), reopened ? "listening on" : "keeping", kept->n == 1 ? "" : "s",
+	    reopened ? " again" : "", joined);
+	*list = *kept;
+}
+
 /* Not one of list's addresses could be opened: keep the listeners it
- * would remove, untouched (their backlogs too), and make list theirs, so
- * that a reload never leaves the daemon listening nowhere. False when
- * there are none. */
+ * would remove, untouched (their backlogs too), so that a reload never
+ * leaves the daemon listening nowhere. False when there are none. */
 static bool keep_removed(struct server *s, struct addr_list *list, bool dgram)
 {
 	const char *names[CONFIG_MAX_LISTEN];
 	struct addr_list kept = {.set = list->set};
-	char joined[512];
 
 	for (unsigned i = 0; i < s->listeners.n && kept.n < CONFIG_MAX_LISTEN; i++) {
 		const struct listener *l = &s->listeners.v[i];
@@ -193,14 +206,9 @@ static bool keep_removed(struct server *s, struct addr_list *list, bool dgram)
 			kept.v[kept.n++] = l->want;
 		}
 	}
-	if (!kept.n)
-		return false;
-	join_addrs(joined, sizeof(joined), names, kept.n);
-	log_warn("reload: no address in '%s' could be listened on; keeping the old "
-		 "one%s: %s",
-		 key_of(dgram), kept.n == 1 ? "" : "s", joined);
-	*list = kept;
-	return true;
+	if (kept.n)
+		fall_back(list, &kept, names, dgram, false);
+	return kept.n > 0;
 }
 
 /* The last resort: the old listeners were closed for addresses that then
@@ -209,36 +217,24 @@ static void reopen_closed(struct server *s, struct addr_list *list, bool dgram,
 			  const struct config *next, const struct closed *closed)
 {
 	const char *names[CONFIG_MAX_LISTEN];
-	char joined[512];
 	struct addr_list kept = {.set = list->set};
 
 	if (!list->n || !closed->n || listeners_count(&s->listeners, dgram))
 		return;
 	for (unsigned i = 0; i < closed->n; i++) {
 		struct listener *l;
-		int err = listeners_add(&s->listeners, &closed->v[i].at, dgram, next, &l);
+		int err = open_one(s, &closed->v[i].at, dgram, next, &l);
 
-		if (err == 0) {
-			l->want = closed->v[i].want; /* the reload diff key, as before */
-			if ((err = server_add_listener(s, l)) < 0)
-				server_close_listener(s, l);
+		if (err < 0) {
+			report(&closed->v[i].at, dgram, err, NULL, 0, NULL);
+			continue;
 		}
-		if (err == 0) {
-			names[kept.n] = l->name;
-			kept.v[kept.n++] = closed->v[i].want;
-		} else {
-			char why[RELOAD_PROBLEM_LEN];
-			listener_explain(why, sizeof(why), &closed->v[i].at, dgram, err);
-			log_warn("reload: %s", why);
-		}
+		l->want = closed->v[i].want; /* the reload diff key, as before */
+		names[kept.n] = l->name;
+		kept.v[kept.n++] = closed->v[i].want;
 	}
-	if (!kept.n)
-		return;
-	join_addrs(joined, sizeof(joined), names, kept.n);
-	log_warn("reload: no address in '%s' could be listened on; listening on the "
-		 "old one%s again: %s",
-		 key_of(dgram), kept.n == 1 ? "" : "s", joined);
-	*list = kept;
+	if (kept.n)
+		fall_back(list, &kept, names, dgram, true);
 }
 
 /* One kind of address. The new ones are opened first, while the old ones
@@ -253,13 +249,14 @@ static unsigned reconcile_kind(struct server *s, struct addr_list *list, bool dg
 	struct closed *closed;
 
 	for (unsigned i = 0; i < list->n; i++) {
+		struct listener *l;
 		int err;
 
 		if (listeners_have(&s->listeners, &list->v[i], dgram)) {
 			open++;
 			continue;
 		}
-		err = open_one(s, &list->v[i], dgram, next);
+		err = open_one(s, &list->v[i], dgram, next, &l);
 		if (err == 0)
 			open++;
 		else if (err == -EADDRINUSE &&
@@ -277,7 +274,8 @@ static unsigned reconcile_kind(struct server *s, struct addr_list *list, bool dg
 	}
 	close_removed(s, list, dgram, closed);
 	for (unsigned i = 0; i < list->n; i++) {
-		int err = later[i] ? open_one(s, &list->v[i], dgram, next) : 0;
+		struct listener *l;
+		int err = later[i] ? open_one(s, &list->v[i], dgram, next, &l) : 0;
 
 		if (err < 0)
 			report(&list->v[i], dgram, err, problem, len, &failed);
