@@ -61,6 +61,7 @@ struct worker {
 	enum worker_state state;
 	struct __kernel_timespec tick_ts; /* the in-flight timer reads it */
 	bool tick_armed;
+	bool tick_due;	 /* the timer fired in this batch; handled after it */
 	bool ticked;	 /* the first tick has come */
 	bool broken;	 /* io_uring_enter failed: the ring takes nothing more */
 	bool recv_limit; /* receives are armed with a byte limit (echo.c) */

@@ -71,8 +71,9 @@ class IdleTimeoutTest(DaemonTestCase):
         d = self.start({"idle_timeout_ms": self.IDLE_MS})
         idle = self.client(d)
         active = self.client(d)
-        self.assertEqual(harness.echo_roundtrip(idle, b"then silence"), b"then silence")
+        # Before the echo: the daemon's idle clock starts after this.
         t_idle = time.monotonic()
+        self.assertEqual(harness.echo_roundtrip(idle, b"then silence"), b"then silence")
         result = {}
 
         def wait_idle_eof():
@@ -120,6 +121,27 @@ class IdleTimeoutTest(DaemonTestCase):
         got = recv_until_eof(slow, timeout=120)
         harness.assert_same(self, got, data)
         self.assertEqual(d.stats()["idle_closed"], 2)
+        self.assertEqual(d.stop(), 0)
+
+    def test_data_that_came_while_the_daemon_was_stalled_counts(self):
+        """A daemon held up (here: stopped) while a timer tick and a
+        client's bytes both come in: the bytes came before the timeout, so
+        the client is active, whichever completion the ring lists first."""
+        d = self.start({"idle_timeout_ms": self.IDLE_MS})  # ticks every IDLE_MS / 4
+        s = self.client(d)
+        self.assertEqual(harness.echo_roundtrip(s, b"a"), b"a")
+        d.send_signal(signal.SIGSTOP)
+        try:
+            # The stall itself: a tick comes due, then the client speaks,
+            # well within the timeout, then the timeout passes.
+            time.sleep(self.IDLE_MS / 2000)
+            s.sendall(b"b")
+            time.sleep(self.IDLE_MS / 1000)
+        finally:
+            d.send_signal(signal.SIGCONT)
+        self.assertEqual(harness.recv_exact(s, 1), b"b")
+        self.assertEqual(harness.echo_roundtrip(s, b"c"), b"c")
+        self.assertEqual(d.stats()["idle_closed"], 0)
         self.assertEqual(d.stop(), 0)
 
     def test_zero_means_never(self):
