@@ -151,6 +151,28 @@ def free_port(*hosts):
     raise AssertionError("no port free on all of %s" % (hosts,))
 
 
+def free_udp_port(host="127.0.0.1"):
+    """A UDP port that was free on host a moment ago."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_DGRAM) as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def free_tcp_udp_port(host="127.0.0.1"):
+    """A port that was free on host for TCP and for UDP a moment ago."""
+    for _ in range(50):
+        port = free_port(host)
+        try:
+            family = socket.AF_INET6 if ":" in host else socket.AF_INET
+            with socket.socket(family, socket.SOCK_DGRAM) as s:
+                s.bind((host, port))
+        except OSError:
+            continue
+        return port
+    raise AssertionError("no port free for TCP and UDP on %s" % host)
+
+
 def ipv6_available():
     """Whether this machine has an IPv6 loopback to bind."""
     try:
@@ -496,7 +518,15 @@ class Daemon:
 
 
 def proc_rss(pid):
-    """Resident set size of pid in bytes."""
+    """Resident set size of pid in bytes: smaps_rollup's, which is exact
+    (status's VmRSS is a per-CPU estimate on kernels before 6.16)."""
+    try:
+        with open("/proc/%d/smaps_rollup" % pid) as f:
+            for line in f:
+                if line.startswith("Rss:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
     with open("/proc/%d/status" % pid) as f:
         for line in f:
             if line.startswith("VmRSS:"):

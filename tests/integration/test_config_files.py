@@ -11,9 +11,7 @@ import os
 import re
 import shutil
 import signal
-import subprocess
 import tempfile
-import threading
 import time
 import unittest
 

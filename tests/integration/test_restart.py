@@ -13,7 +13,6 @@ import re
 import signal
 import socket
 import tempfile
-import threading
 import time
 import unittest
 
@@ -32,12 +31,6 @@ def wait_for_count(d, regex, n, timeout=harness.IO_TIMEOUT):
         if time.monotonic() > deadline:
             d.fail("fewer than %d lines matching %r" % (n, regex))
         time.sleep(0.01)
-
-
-def udp_free_port():
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def udp_roundtrip(addr, data):
@@ -157,7 +150,6 @@ class ReloadBindFailureTest(CheckedTestCase):
         status = self.notify.wait_status(r"last reload incomplete")
         self.assertIn("cannot listen on 127.0.0.1:%d: Address already in use" % busy, status)
         # Still there in the periodic STATUS= lines, until a good reload.
-        before = len(self.notify.statuses())
         s = self.client(d)
         self.assertEqual(harness.echo_roundtrip(s, b"x"), b"x")
         self.notify.wait_status(r"^1 connection, .*last reload incomplete")
@@ -176,7 +168,7 @@ class ReloadBindFailureTest(CheckedTestCase):
         """A reload that moves `listen` (and `listen_udp`) wholly to addresses
         that cannot be bound does not leave the daemon listening nowhere: the
         old sockets are kept, untouched, and the failure is reported."""
-        port, uport = free_port(), udp_free_port()
+        port, uport = free_port(), harness.free_udp_port()
         taken, utaken = socket.socket(), socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self.addCleanup(taken.close)
         self.addCleanup(utaken.close)

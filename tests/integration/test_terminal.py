@@ -13,7 +13,7 @@ import tempfile
 import unittest
 
 import harness
-from harness import EX_CONFIG, EX_USAGE, CheckedTestCase, free_port, run_daemon, write_config
+from harness import EX_CONFIG, EX_USAGE, CheckedTestCase, run_daemon, write_config
 
 harness.exit_77_unless_io_uring()
 

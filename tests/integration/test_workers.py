@@ -99,12 +99,15 @@ class GlobalLimitsTest(CheckedTestCase):
             self.assertEqual(harness.echo_roundtrip(s, b"in"), b"in")
         loops = loop_lines(d)
         self.assertTrue(all(loops[k]["connections"] > 0 for k in (0, 1)), loops)
+        base = d.fd_count()
         extra = self.client(d)
         self.assertEqual(recv_until_eof(extra, timeout=10), b"")
         self.assertEqual(d.stats()["refused_max"], 1)
+        extra.close()
+        d.wait_fd_count(base)  # the refused one, lingering, is gone too
         # A place freed on either loop is a place for the next client.
         socks[0].close()
-        d.wait_fd_count(d.fd_count() - 1)
+        d.wait_fd_count(base - 1)
         again = self.client(d)
         self.assertEqual(harness.echo_roundtrip(again, b"now"), b"now")
         self.stop_clean(d)
