@@ -29,7 +29,9 @@ class ShutdownTest(DaemonTestCase):
         self.assertRegex(d.last_line(), exiting_re(closed, cut, reset=reset), d.log_text())
 
     def test_drain_50_streaming_clients(self):
-        d = self.start({"shutdown_timeout_ms": 120000})
+        # drain_idle_ms off: a test thread held up for a second must not
+        # turn a streaming client into an idle one.
+        d = self.start({"shutdown_timeout_ms": 120000, "drain_idle_ms": 0})
         st = self.streamers(d, 50, seed=1)
         st.pump(lambda: min(st.received()) >= 16 * 1024, what="16 KiB echoed per client")
         mark = d.log_mark()
@@ -110,7 +112,7 @@ class ShutdownTest(DaemonTestCase):
         self.assert_last_line(d, 0, 5)
 
     def test_sigint_is_graceful(self):
-        d = self.start({"shutdown_timeout_ms": 120000})
+        d = self.start({"shutdown_timeout_ms": 120000, "drain_idle_ms": 0})
         s = self.client(d)
         self.assertEqual(harness.echo_roundtrip(s, b"x" * 1000), b"x" * 1000)
         mark = d.log_mark()
@@ -127,7 +129,8 @@ class ShutdownTest(DaemonTestCase):
         # With SQPOLL the kernel's SQ thread issues the ring's operations;
         # signals must still reach the loop (it polls the signalfd and reads
         # it itself), and a drain must work as without.
-        d = self.start({"sqpoll_idle_ms": 50, "shutdown_timeout_ms": 120000})
+        d = self.start({"sqpoll_idle_ms": 50, "shutdown_timeout_ms": 120000,
+                        "drain_idle_ms": 0})
         self.assertTrue(d.find_log(r"sqpoll"), d.log_text())
         s = self.client(d)
         data = harness.random_bytes(MiB, seed=5)
@@ -238,7 +241,7 @@ class ShutdownUnderLoadTest(harness.CheckedTestCase):
     def test_drain_then_every_client_half_closes_mid_pipeline(self):
         # SIGTERM, full service during the drain, then every client
         # half-closes at once with echo still due: each gets all of it.
-        d = self.start(dict(POOL_FOR_BURSTS, shutdown_timeout_ms=120000))
+        d = self.start(dict(POOL_FOR_BURSTS, shutdown_timeout_ms=120000, drain_idle_ms=0))
         n = 32
         st = self.pipelining_streamers(d, n, seed=12)
         st.pump(lambda: min(st.received()) >= 16 * KiB, what="16 KiB echoed per client")

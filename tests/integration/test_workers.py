@@ -137,7 +137,7 @@ class ControlTest(CheckedTestCase):
         return st
 
     def test_reload_and_drain_reach_every_loop(self):
-        d = self.start({"workers": 2, "shutdown_timeout_ms": 30000})
+        d = self.start({"workers": 2, "shutdown_timeout_ms": 30000, "drain_idle_ms": 0})
         st = self.busy_clients(d)
         conf = dict(d.settings, log_level="debug", max_connections=500)
         write_config(conf, path=d.conf)
