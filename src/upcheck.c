@@ -3,6 +3,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <signal.h>
 #include <spawn.h>
 #include <stdio.h>
@@ -21,6 +22,7 @@ static int spawn(struct upcheck *c, char **args, uint64_t now_ms)
 {
 	posix_spawn_file_actions_t fa;
 	posix_spawnattr_t attr;
+	sigset_t mask;
 	int pipefd[2], err;
 
 	if (pipe2(pipefd, O_CLOEXEC | O_NONBLOCK) < 0)
@@ -28,8 +30,13 @@ static int spawn(struct upcheck *c, char **args, uint64_t now_ms)
 	/* A group of its own, so that what it started goes with it (a
 	 * script's `sleep &`): upcheck_abort() kills the group. */
 	posix_spawnattr_init(&attr);
-	posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETPGROUP);
+	posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGMASK);
 	posix_spawnattr_setpgroup(&attr, 0);
+	/* That group is not the terminal's foreground one: with `stty tostop`
+	 * its first error message would stop it (SIGTTOU), blocked here. */
+	pthread_sigmask(SIG_BLOCK, NULL, &mask);
+	sigaddset(&mask, SIGTTOU);
+	posix_spawnattr_setsigmask(&attr, &mask);
 	posix_spawn_file_actions_init(&fa);
 	posix_spawn_file_actions_adddup2(&fa, pipefd[1], STDOUT_FILENO);
 	/* Connections are not close-on-exec (accept.c): none goes to it. */
@@ -105,22 +112,27 @@ enum upcheck_result upcheck_poll(struct upcheck *c, uint64_t now_ms, char *why,
 				 size_t len)
 {
 	const char *prefix = "ringechod ";
+	siginfo_t info = {0};
 	char answer[128];
 	int status = 0;
-	pid_t got;
+	pid_t got = -1;
 
 	if (!c->pid)
 		return UPCHECK_FAILED;
-	got = waitpid(c->pid, &status, WNOHANG);
-	if (got == 0 && now_ms < c->deadline_ms)
-		return UPCHECK_RUNNING;
-	if (got == 0) {
-		upcheck_abort(c);
-		snprintf(why, len, "%s did not answer within %d ms", c->exe,
-			 UPCHECK_TIMEOUT_MS);
-		return UPCHECK_FAILED;
+	/* Looked at, not reaped: while it is a zombie its group id cannot
+	 * have gone to another process group. */
+	if (waitid(P_PID, (id_t)c->pid, &info, WEXITED | WNOHANG | WNOWAIT) == 0) {
+		if (!info.si_pid && now_ms < c->deadline_ms)
+			return UPCHECK_RUNNING;
+		if (!info.si_pid) {
+			upcheck_abort(c);
+			snprintf(why, len, "%s did not answer within %d ms", c->exe,
+				 UPCHECK_TIMEOUT_MS);
+			return UPCHECK_FAILED;
+		}
+		kill(-c->pid, SIGKILL); /* anything it left behind */
+		got = waitpid(c->pid, &status, 0);
 	}
-	kill(-c->pid, SIGKILL); /* anything it left behind */
 	c->pid = 0;
 	read_answer(c, answer, sizeof(answer));
 	if (c->step == 0) {

@@ -12,11 +12,16 @@ and a state the new program cannot use (every client gets the echo it is
 owed, then a clean EOF).
 """
 
+import fcntl
 import os
+import pty
+import re
 import shutil
 import signal
 import socket
+import subprocess
 import tempfile
+import termios
 import threading
 import time
 import unittest
@@ -62,7 +67,6 @@ def gone(pid):
 
 
 def version_of(path):
-    import subprocess
     out = subprocess.run([path, "--version"], capture_output=True, text=True, timeout=60)
     return out.stdout.split()[1]
 
@@ -104,6 +108,46 @@ class Connector(threading.Thread):
         self.join(60)
         testcase.assertFalse(self.is_alive(), "the connecting client hangs")
         testcase.assertEqual(self.failures, [], "connections failed across upgrades")
+
+
+class Terminal:
+    """What a program writes to a pseudo-terminal, read on a thread."""
+
+    def __init__(self, master):
+        self.out = bytearray()
+        self.cond = threading.Condition()
+        threading.Thread(target=self._read, args=(master,), daemon=True).start()
+
+    def _read(self, master):
+        while True:
+            try:
+                b = os.read(master, 4096)
+            except OSError:  # EIO: every writer is gone
+                b = b""
+            with self.cond:
+                self.out += b
+                self.cond.notify_all()
+            if not b:
+                return
+
+    def text(self):
+        with self.cond:
+            return self.out.decode(errors="replace")
+
+    def wait(self, regex, timeout=harness.IO_TIMEOUT):
+        """The first match of regex in what was written, waiting for it."""
+        deadline = time.monotonic() + timeout
+        with self.cond:
+            while True:
+                m = re.search(regex, self.out.decode(errors="replace"))
+                left = deadline - time.monotonic()
+                if m or left <= 0:
+                    break
+                self.cond.wait(min(left, 0.5))
+        if not m:
+            raise AssertionError("no %r on the terminal within %.0f s:\n%s"
+                                 % (regex, timeout, self.text()))
+        return m
 
 
 class UpgradeTestCase(CheckedTestCase):
@@ -604,6 +648,41 @@ class ProgramFileTest(UpgradeTestCase):
         self.assertEqual(harness.recv_until_eof(third), b"")  # refused: EOF at once
         self.assertGreaterEqual(d.stats()["refused_max"], 1)
         self.stop_clean(d)
+
+    def test_config_broken_at_upgrade_from_a_terminal_with_tostop(self):
+        """Run from a terminal set to `stty tostop`: the new program's try
+        runs in a process group of its own, not the terminal's foreground
+        one, and its error message (the file does not load) must not stop
+        it (SIGTTOU) until the try times out."""
+        conf = harness.write_config({"listen": ["127.0.0.1:0"]})
+        self.addCleanup(os.unlink, conf)
+        master, slave = pty.openpty()
+        self.addCleanup(os.close, master)
+        attrs = termios.tcgetattr(slave)
+        attrs[3] |= termios.TOSTOP
+        termios.tcsetattr(slave, termios.TCSANOW, attrs)
+        term = Terminal(master)
+        p = subprocess.Popen([harness.binary(), "-c", conf], stdin=slave, stdout=slave,
+                             stderr=slave, start_new_session=True,
+                             preexec_fn=lambda: fcntl.ioctl(0, termios.TIOCSCTTY, 0),
+                             env=harness.daemon_env())
+        os.close(slave)
+        self.addCleanup(lambda: (p.poll() is None and p.kill(), p.wait(10)))
+        port = int(term.wait(r"listening on 127\.0\.0\.1:(\d+)").group(1))
+        term.wait(r"notice: ready")
+        with open(conf, "a") as f:
+            f.write("max_conections = 10;\n")
+        p.send_signal(signal.SIGUSR2)
+        m = term.wait(r"error: upgrade: \S+ (does not load; keeping the settings|did not "
+                      r"answer within)")
+        self.assertEqual(m.group(1), "does not load; keeping the settings", term.text())
+        term.wait(r"notice: upgrade: from ringechod \S+ to \S+ in \d+ ms")
+        s = harness.connect("127.0.0.1", port)
+        self.addCleanup(s.close)
+        self.assertEqual(harness.echo_roundtrip(s, b"after"), b"after")
+        p.send_signal(signal.SIGTERM)
+        self.assertEqual(p.wait(harness.STOP_TIMEOUT), 0)
+        self.assertNotIn("did not answer", term.text())
 
     def start_on_128_ports(self):
         """A daemon on 64 TCP and 64 UDP addresses of ::1 written in the
