@@ -8,7 +8,9 @@
 #include "worker.h"
 
 #include <errno.h>
+#include <poll.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -17,12 +19,18 @@
 /* Connections a loop may hold beyond its share plus an eighth before it
  * hands new ones to a lighter loop. */
 #define ACCEPT_BALANCE_SLACK 16
+/* Clients taken from a closing listener's backlog, at most (the kernel's
+ * cap on a backlog, net.core.somaxconn, is 4096 by default). */
+#define ACCEPT_BACKLOG_TAKE_MAX 4096
+
+static void admit(struct worker *w, int fd);
 
 void accept_init(struct acceptor *a)
 {
 	memset(a, 0, sizeof(*a));
 	a->rl_error.interval_ms = ACCEPT_LOG_INTERVAL_MS;
 	a->rl_refuse.interval_ms = ACCEPT_LOG_INTERVAL_MS;
+	a->held_for_test = getenv("RINGECHO_TEST_HOLD_ACCEPTS") != NULL;
 }
 
 static struct accept_view *find(struct acceptor *a, uint64_t id)
@@ -37,7 +45,8 @@ void accept_rearm(struct worker *w, struct accept_view *v)
 {
 	struct io_uring_sqe *sqe;
 
-	if (v->armed || w->state != WORKER_RUNNING || w->acc.resume_ms || w->quiescing)
+	if (v->armed || w->state != WORKER_RUNNING || w->acc.resume_ms || w->quiescing ||
+	    w->acc.held_for_test)
 		return;
 	sqe = ring_get_sqe(&w->ring);
 	if (!sqe) {
@@ -78,6 +87,28 @@ void accept_remove_listener(struct worker *w, uint64_t id)
 	if (v->armed && ring_cancel_sync(&w->ring, op_encode(OP_ACCEPT, id)) < 0)
 		log_warn("stopping %s: its accept did not end in time", v->name);
 	*v = w->acc.v[--w->acc.n];
+}
+
+void accept_take_backlog(struct worker *w, int fd)
+{
+	struct pollfd p = {.fd = fd, .events = POLLIN};
+
+	if (w->state != WORKER_RUNNING || w->quiescing)
+		return;
+	/* Bounded: clients that keep coming are not a reason to stay. */
+	for (unsigned i = 0; i < ACCEPT_BACKLOG_TAKE_MAX; i++) {
+		int c;
+
+		/* Only this loop accepts on it now: with a client waiting,
+		 * accept() does not block. */
+		if (poll(&p, 1, 0) != 1 || !(p.revents & POLLIN))
+			return;
+		c = accept4(fd, NULL, NULL, 0); /* not close-on-exec: see accept_rearm */
+		if (c >= 0)
+			admit(w, c);
+		else if (errno != ECONNABORTED && errno != EINTR)
+			return; /* out of fds: the rest are reset by the close */
+	}
 }
 
 void accept_remove_all(struct worker *w)

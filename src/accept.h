@@ -33,6 +33,9 @@ struct acceptor {
 	unsigned n;
 	uint64_t resume_ms;	   /* 0: accepting; else when to try again */
 	uint64_t closed_at_pause;  /* connections closed, every loop, at the pause */
+	/* RINGECHO_TEST_HOLD_ACCEPTS: arm no accept, so that clients wait in
+	 * the backlog (the tests of accept_take_backlog). */
+	bool held_for_test;
 	struct ratelimit rl_error; /* "accept: Too many open files" */
 	struct ratelimit rl_refuse;
 };
@@ -43,6 +46,10 @@ void accept_add_listener(struct worker *w, uint64_t id, int fd, const char *name
 /* Stop accepting on listener id in this loop. Synchronous: when this
  * returns, this loop's accept has ended and let go of the socket. */
 void accept_remove_listener(struct worker *w, uint64_t id);
+/* A listener about to close, that no other loop accepts on any more: serve
+ * (or refuse) the clients already in its backlog, whose connect() has
+ * returned, rather than have the close reset them. */
+void accept_take_backlog(struct worker *w, int fd);
 /* Forget every listener (at tear-down). */
 void accept_remove_all(struct worker *w);
 /* Arm v's accept again (unless paused, stopping or quiescing). */

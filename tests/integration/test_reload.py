@@ -18,12 +18,12 @@ harness.exit_77_unless_io_uring()
 
 class ReloadTest(DaemonTestCase):
 
-    def start_reloadable(self, settings, ports=None):
+    def start_reloadable(self, settings, ports=None, **kw):
         """A daemon whose config names concrete ports, so a reload can repeat them."""
         ports = ports or [free_port()]
         conf = dict(settings)
         conf["listen"] = ["127.0.0.1:%d" % p for p in ports]
-        d = self.start(conf)
+        d = self.start(conf, **kw)
         self.assertEqual(sorted(p for h, p in d.listeners), sorted(ports))
         return d
 
@@ -122,6 +122,30 @@ class ReloadTest(DaemonTestCase):
         reloaded = max(i for i, l in enumerate(d.lines) if l.startswith("<5>reloaded"))
         chatty = [l for l in d.lines[reloaded + 1:] if re.match(r"<[67]>", l)]
         self.assertEqual(chatty, [], "info/debug lines after a reload to notice")
+
+    def test_clients_in_a_removed_listeners_backlog_are_served(self):
+        """Clients whose connect() had returned but that no loop had accepted
+        yet (a test hook keeps them in the backlog) when a reload removes
+        their address: they are served, not reset by the close."""
+        a, b = free_port(), free_port()
+        while a == b:
+            b = free_port()
+        d = self.start_reloadable({}, ports=[a, b],
+                                  extra_env={"RINGECHO_TEST_HOLD_ACCEPTS": "1"})
+        waiting = [harness.connect("127.0.0.1", b) for _ in range(3)]
+        for i, s in enumerate(waiting):
+            self.addCleanup(s.close)
+            s.sendall(b"waiting on b %d" % i)
+        self.assertEqual(d.stats()["total"], 0)
+        mark = self.reload(d, {"listen": ["127.0.0.1:%d" % a]})
+        d.wait_log(r"^<5>stopped listening on 127\.0\.0\.1:%d$" % b, start=mark)
+        for i, s in enumerate(waiting):
+            self.assertEqual(harness.recv_exact(s, 14), b"waiting on b %d" % i)
+            s.sendall(b" and after")
+            s.shutdown(socket.SHUT_WR)
+            self.assertEqual(recv_until_eof(s), b" and after")
+        self.assertEqual(d.stats()["total"], 3)
+        self.assertEqual(d.stop(), 0)
 
     def test_listen_change(self):
         a, b, c = free_port(), free_port(), free_port()

@@ -49,6 +49,28 @@ class ShutdownTest(DaemonTestCase):
         self.assertEqual(rc, 0, d.log_text())
         self.assert_last_line(d, 50, 0)
 
+    def test_clients_in_the_backlog_at_sigterm_are_served(self):
+        """Clients whose connect() had returned but that no loop had accepted
+        yet (a test hook keeps them in the backlog) when SIGTERM closes the
+        listener: each is served through the drain, not reset by the close."""
+        d = self.start({"shutdown_timeout_ms": 120000, "drain_idle_ms": 0},
+                       extra_env={"RINGECHO_TEST_HOLD_ACCEPTS": "1"})
+        socks = [self.client(d) for _ in range(5)]
+        for i, s in enumerate(socks):
+            s.sendall(b"waiting %d" % i)
+        self.assertEqual(d.stats()["total"], 0)  # none accepted yet
+        mark = d.log_mark()
+        d.send_signal(signal.SIGTERM)
+        d.wait_log(r"^<5>shutting down: no new connections; draining 5 connections ",
+                   start=mark)
+        for i, s in enumerate(socks):
+            self.assertEqual(harness.recv_exact(s, 9), b"waiting %d" % i)
+            s.sendall(b" and more")
+            s.shutdown(socket.SHUT_WR)
+            self.assertEqual(recv_until_eof(s), b" and more")
+        self.assertEqual(d.wait_exit(), 0)
+        self.assert_last_line(d, 5, 0)
+
     def test_cut_at_deadline(self):
         deadline_s = 1.0
         d = self.start({"shutdown_timeout_ms": int(deadline_s * 1000)})
