@@ -8,7 +8,7 @@
 #include "worker.h"
 
 #include <errno.h>
-#include <poll.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -91,23 +91,23 @@ void accept_remove_listener(struct worker *w, uint64_t id)
 
 void accept_take_backlog(struct worker *w, int fd)
 {
-	struct pollfd p = {.fd = fd, .events = POLLIN};
+	int fl = fcntl(fd, F_GETFL);
 
-	if (w->state != WORKER_RUNNING || w->quiescing)
+	if (w->state != WORKER_RUNNING || w->quiescing || !worker_ring_usable(w))
+		return;
+	/* Our own socket, about to close, so the flag harms nobody: another
+	 * holder of it (a loop whose cancel timed out) that takes a client
+	 * first must not leave this loop asleep in accept(). */
+	if (fl < 0 || fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0)
 		return;
 	/* Bounded: clients that keep coming are not a reason to stay. */
 	for (unsigned i = 0; i < ACCEPT_BACKLOG_TAKE_MAX; i++) {
-		int c;
+		int c = accept4(fd, NULL, NULL, 0); /* not close-on-exec: see accept_rearm */
 
-		/* Only this loop accepts on it now: with a client waiting,
-		 * accept() does not block. */
-		if (poll(&p, 1, 0) != 1 || !(p.revents & POLLIN))
-			return;
-		c = accept4(fd, NULL, NULL, 0); /* not close-on-exec: see accept_rearm */
 		if (c >= 0)
 			admit(w, c);
 		else if (errno != ECONNABORTED && errno != EINTR)
-			return; /* out of fds: the rest are reset by the close */
+			return; /* EAGAIN: none left; out of fds: reset by the close */
 	}
 }
 

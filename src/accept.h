@@ -46,9 +46,10 @@ void accept_add_listener(struct worker *w, uint64_t id, int fd, const char *name
 /* Stop accepting on listener id in this loop. Synchronous: when this
  * returns, this loop's accept has ended and let go of the socket. */
 void accept_remove_listener(struct worker *w, uint64_t id);
-/* A listener about to close, that no other loop accepts on any more: serve
- * (or refuse) the clients already in its backlog, whose connect() has
- * returned, rather than have the close reset them. */
+/* A listener of our own about to close, that no other loop accepts on any
+ * more: serve (or refuse) the clients already in its backlog, whose
+ * connect() has returned, rather than have the close reset them. Leaves
+ * the socket non-blocking. */
 void accept_take_backlog(struct worker *w, int fd);
 /* Forget every listener (at tear-down). */
 void accept_remove_all(struct worker *w);

@@ -35,6 +35,9 @@ int lifecycle_block_signals(void)
 	sigset_t set;
 
 	signal(SIGPIPE, SIG_IGN); /* belt and braces: every send has MSG_NOSIGNAL */
+	/* Ignored by whoever started us, SIGCHLD would have the kernel reap
+	 * the new program file's tries before upcheck could see them exit. */
+	signal(SIGCHLD, SIG_DFL);
 	signal_set(&set);
 	return sigprocmask(SIG_BLOCK, &set, NULL) < 0 ? -errno : 0;
 }

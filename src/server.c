@@ -221,7 +221,10 @@ void server_close_listener(struct server *s, struct listener *l)
 	} else {
 		accept_remove_listener(&s->workers[0], l->id);
 		tell_others(s, m, true); /* every loop has let go of it */
-		accept_take_backlog(&s->workers[0], l->fd);
+		/* systemd keeps its sockets, backlog and all, for the next
+		 * start: those clients are the next instance's to serve. */
+		if (!l->inherited)
+			accept_take_backlog(&s->workers[0], l->fd);
 	}
 	log_notice("stopped listening on %s%s", l->dgram ? "udp " : "", l->name);
 	listeners_remove(&s->listeners, l);

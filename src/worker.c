@@ -278,6 +278,9 @@ int worker_init(struct worker *w, struct server *srv, unsigned index,
 	w->recv_limit = true; /* until the kernel says it has none */
 	w->now_ms = worker_clock_ms();
 	accept_init(&w->acc);
+	if (w->acc.held_for_test && index == 0)
+		log_warn("RINGECHO_TEST_HOLD_ACCEPTS is set: no client will be accepted "
+			 "(a test hook)");
 	udp_init(&w->udp);
 	list_init(&w->idle_lru);
 	list_init(&w->starved);

@@ -284,6 +284,8 @@ class Daemon:
     extra_env: variables to set for the daemon (NOTIFY_SOCKET, WATCHDOG_USEC).
     program: the daemon's program file, if not binary() (a copy that a
     test replaces, as a package upgrade does).
+    pass_fds: descriptors of the test's to leave open in the daemon (or
+    its wrapper), as systemd passes its sockets.
     forward_env: for a wrapper that passes on only the variables it is told
     to, its option that sets one for the daemon, NAME=VALUE
     (systemd-socket-activate's "-E"): each variable the harness sets
@@ -293,7 +295,7 @@ class Daemon:
     def __init__(self, config=None, args=(), port=0, host="127.0.0.1",
                  preexec_fn=None, wrapper=None, conf_path=None, no_config=False,
                  asan_options=None, journal=True, env=None, extra_env=None,
-                 forward_env=None, program=None):
+                 forward_env=None, program=None, pass_fds=()):
         settings = {"listen": ["%s:%d" % (host, port)]}
         # RINGECHO_TEST_WORKERS=N runs every daemon with workers = N unless a
         # test asks for a number itself (ctest runs the suite with 1 and 2).
@@ -334,7 +336,8 @@ class Daemon:
         try:
             self.proc = subprocess.Popen(self.cmd, stdin=subprocess.DEVNULL,
                                          stdout=subprocess.PIPE, stderr=err_w,
-                                         preexec_fn=_child_setup(preexec_fn), env=env)
+                                         preexec_fn=_child_setup(preexec_fn), env=env,
+                                         pass_fds=pass_fds)
         except BaseException:
             os.close(err_r)
             raise

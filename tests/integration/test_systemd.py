@@ -188,6 +188,47 @@ class SocketActivationTest(SystemdTestCase):
         self.assert_stops_cleanly(d)
 
 
+class SystemdBacklogTest(harness.DaemonTestCase):
+
+    def start_on(self, listener, **kw):
+        """ringechod given listener as systemd gives a socket unit's: fd 3,
+        LISTEN_FDS, LISTEN_PID (set by the shell that execs it)."""
+        n = listener.fileno()
+        move = "" if n == 3 else " 3<&%d %d<&-" % (n, n)  # bash: any fd number
+        wrapper = ["bash", "-c", 'LISTEN_PID=$$ exec "$@"' + move, "bash"]
+        port = listener.getsockname()[1]
+        extra_env = dict(kw.pop("extra_env", {}), LISTEN_FDS="1")
+        d = self.start({"listen": ["127.0.0.1:%d" % port]}, wrapper=wrapper, ready=False,
+                       pass_fds=[n], extra_env=extra_env, **kw)
+        d.wait_log(r"^<5>listening on 127\.0\.0\.1:%d \(from systemd" % port)
+        d.wait_log(r"^<5>ready")
+        return d
+
+    def test_sigterm_leaves_systemds_backlog_to_the_next_instance(self):
+        """systemd keeps its socket, and the clients in its backlog, across a
+        restart: the stopping instance leaves them to the next one, which
+        serves them in full (taken at the stop, they would only have been
+        drained)."""
+        listener = socket.socket()
+        self.addCleanup(listener.close)
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(16)
+        a = self.start_on(listener, extra_env={"RINGECHO_TEST_HOLD_ACCEPTS": "1"})
+        c = harness.connect(*listener.getsockname())
+        self.addCleanup(c.close)
+        c.sendall(b"hello")
+        self.assertEqual(a.stats()["total"], 0)  # in the backlog
+        a.send_signal(signal.SIGTERM)
+        self.assertEqual(a.wait_exit(), 0)
+        a.wait_log(r"^<5>shutting down: no new connections; draining 0 connections ")
+        b = self.start_on(listener)
+        self.assertEqual(harness.recv_exact(c, 5), b"hello")
+        self.assertEqual(harness.echo_roundtrip(c, b" again"), b" again")
+        c.shutdown(socket.SHUT_WR)
+        self.assertEqual(harness.recv_until_eof(c), b"")
+        self.assertEqual(b.stop(), 0)
+
+
 class NotifyTest(SystemdTestCase):
     def test_ready_only_once_the_listener_echoes(self):
         d, port = self.start_direct()

@@ -649,6 +649,17 @@ class ProgramFileTest(UpgradeTestCase):
         self.assertGreaterEqual(d.stats()["refused_max"], 1)
         self.stop_clean(d)
 
+    def test_started_with_sigchld_ignored(self):
+        """A parent that left SIGCHLD ignored (which survives exec) must not
+        have the kernel reap the new program file's tries before the daemon
+        sees them answer."""
+        d = self.start(preexec_fn=lambda: signal.signal(signal.SIGCHLD, signal.SIG_IGN))
+        c = self.client(d)
+        self.assert_echo(c, b"before", d)
+        self.upgrade(d)
+        self.assert_echo(c, b"after", d)
+        self.stop_clean(d)
+
     def test_config_broken_at_upgrade_from_a_terminal_with_tostop(self):
         """Run from a terminal set to `stty tostop`: the new program's try
         runs in a process group of its own, not the terminal's foreground
