@@ -102,7 +102,8 @@ void accept_take_backlog(struct worker *w, int fd)
 		return;
 	/* Bounded: clients that keep coming are not a reason to stay. */
 	for (unsigned i = 0; i < ACCEPT_BACKLOG_TAKE_MAX; i++) {
-		int c = accept4(fd, NULL, NULL, 0); /* not close-on-exec: see accept_rearm */
+		/* Not close-on-exec, as the ring's accepts (accept_rearm). */
+		int c = accept4(fd, NULL, NULL, 0);
 
 		if (c >= 0)
 			admit(w, c);

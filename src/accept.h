@@ -31,8 +31,8 @@ struct accept_view {
 struct acceptor {
 	struct accept_view v[CONFIG_MAX_LISTEN];
 	unsigned n;
-	uint64_t resume_ms;	   /* 0: accepting; else when to try again */
-	uint64_t closed_at_pause;  /* connections closed, every loop, at the pause */
+	uint64_t resume_ms;	  /* 0: accepting; else when to try again */
+	uint64_t closed_at_pause; /* connections closed, every loop, at the pause */
 	/* RINGECHO_TEST_HOLD_ACCEPTS: arm no accept, so that clients wait in
 	 * the backlog (the tests of accept_take_backlog). */
 	bool held_for_test;
