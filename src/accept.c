@@ -23,8 +23,6 @@
  * cap on a backlog, net.core.somaxconn, is 4096 by default). */
 #define ACCEPT_BACKLOG_TAKE_MAX 4096
 
-static void admit(struct worker *w, int fd);
-
 void accept_init(struct acceptor *a)
 {
 	memset(a, 0, sizeof(*a));
@@ -87,29 +85,6 @@ void accept_remove_listener(struct worker *w, uint64_t id)
 	if (v->armed && ring_cancel_sync(&w->ring, op_encode(OP_ACCEPT, id)) < 0)
 		log_warn("stopping %s: its accept did not end in time", v->name);
 	*v = w->acc.v[--w->acc.n];
-}
-
-void accept_take_backlog(struct worker *w, int fd)
-{
-	int fl = fcntl(fd, F_GETFL);
-
-	if (w->state != WORKER_RUNNING || w->quiescing || !worker_ring_usable(w))
-		return;
-	/* Our own socket, about to close, so the flag harms nobody: another
-	 * holder of it (a loop whose cancel timed out) that takes a client
-	 * first must not leave this loop asleep in accept(). */
-	if (fl < 0 || fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0)
-		return;
-	/* Bounded: clients that keep coming are not a reason to stay. */
-	for (unsigned i = 0; i < ACCEPT_BACKLOG_TAKE_MAX; i++) {
-		/* Not close-on-exec, as the ring's accepts (accept_rearm). */
-		int c = accept4(fd, NULL, NULL, 0);
-
-		if (c >= 0)
-			admit(w, c);
-		else if (errno != ECONNABORTED && errno != EINTR)
-			return; /* EAGAIN: none left; out of fds: reset by the close */
-	}
 }
 
 void accept_remove_all(struct worker *w)
@@ -246,6 +221,30 @@ static void admit(struct worker *w, int fd)
 		log_warn("out of memory for a new connection; closing it");
 		close(fd);
 		break;
+	}
+}
+
+void accept_take_backlog(struct worker *w, int fd)
+{
+	int fl;
+
+	if (w->state != WORKER_RUNNING || w->quiescing || !worker_ring_usable(w))
+		return;
+	/* Our own socket, about to close, so the flag harms nobody: another
+	 * holder of it (a loop whose cancel timed out) that takes a client
+	 * first must not leave this loop asleep in accept(). */
+	fl = fcntl(fd, F_GETFL);
+	if (fl < 0 || fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0)
+		return;
+	/* Bounded: clients that keep coming are not a reason to stay. */
+	for (unsigned i = 0; i < ACCEPT_BACKLOG_TAKE_MAX; i++) {
+		/* Not close-on-exec, as the ring's accepts (accept_rearm). */
+		int c = accept4(fd, NULL, NULL, 0);
+
+		if (c >= 0)
+			admit(w, c);
+		else if (errno != ECONNABORTED && errno != EINTR)
+			return; /* EAGAIN: none left; out of fds: reset by the close */
 	}
 }
 
